@@ -1,0 +1,7 @@
+//! gitfleet: keep a fleet of Docker Compose nodes at the image digests pinned in Git.
+//!
+//! - [`config`]: a fleet repository → validated [`config::fleet::Fleet`] (or diagnostics).
+//! - [`core`]: pure decisions over plain data (no I/O, no clock, no Git, no Docker).
+
+pub mod config;
+pub mod core;
