@@ -193,6 +193,11 @@ impl Diagnostics {
         self.0.iter()
     }
 
+    /// The most recent diagnostic, to add context (e.g. the key that named a file).
+    pub fn last_mut(&mut self) -> Option<&mut Diagnostic> {
+        self.0.last_mut()
+    }
+
     pub fn extend(&mut self, other: Diagnostics) {
         self.0.extend(other.0);
     }
@@ -225,7 +230,10 @@ impl fmt::Display for Diagnostics {
 impl std::error::Error for Diagnostics {}
 
 /// The closest candidate to a misspelt `word`, for "did you mean" hints.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (edit_distance(word, c), c))
@@ -265,7 +273,10 @@ mod tests {
             .at(&src, start..start + 6)
             .help("did you mean `monitor`?");
         let text = d.to_string();
-        assert!(text.contains("--> fleet.toml:3:1 (key `rollout.monitr`)"), "{text}");
+        assert!(
+            text.contains("--> fleet.toml:3:1 (key `rollout.monitr`)"),
+            "{text}"
+        );
         assert!(text.contains("3 | monitr = \"60s\""), "{text}");
         assert!(text.contains("  | ^^^^^^\n"), "{text}");
         assert!(text.contains("help: did you mean `monitor`?"), "{text}");

@@ -7,4 +7,283 @@
 
 pub mod compose;
 pub mod diagnostics;
+pub mod duration;
 pub mod fleet;
+pub mod fleet_toml;
+pub mod policy;
+pub mod toml_reader;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use diagnostics::{Diagnostic, Diagnostics, SourceFile};
+use fleet::{Fleet, ImageSet, NodeId, PINNED_EXAMPLE, PinnedImage};
+use policy::{FleetSource, Policy};
+use toml_reader::TableReader;
+
+/// The fleet file at the root of every fleet repository.
+pub const FLEET_TOML: &str = "fleet.toml";
+
+/// Largest file gitfleet reads from a fleet repository; larger ones are refused.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+
+/// Read access to the files of one revision of a fleet repository, by repo path.
+pub trait RepoFiles {
+    /// `Ok(None)` when the file does not exist; `Err` for anything else (unreadable,
+    /// not UTF-8, too large), with a message fit for an operator.
+    fn read(&self, path: &str) -> Result<Option<String>, String>;
+}
+
+/// A fleet repository's working tree on disk (`gitfleet check DIR`).
+pub struct DirFiles(pub PathBuf);
+
+impl RepoFiles for DirFiles {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        let full = self.0.join(path);
+        let meta = match std::fs::metadata(&full) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", full.display())),
+        };
+        if meta.len() > MAX_FILE_BYTES as u64 {
+            return Err(format!(
+                "{path} is {} bytes; the limit is {MAX_FILE_BYTES}",
+                meta.len()
+            ));
+        }
+        let bytes =
+            std::fs::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| format!("{path} is not valid UTF-8"))
+    }
+}
+
+/// Normalises a path written in the repository to `a/b/c`; refuses absolute paths and
+/// `..`, which could read outside the repository.
+pub fn normalize_repo_path(path: &str) -> Result<String, String> {
+    if path.starts_with('/') || path.contains('\\') || path.contains(':') {
+        return Err("must be a relative path inside the fleet repository".to_string());
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err("must not leave the fleet repository (`..`)".to_string()),
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return Err("is empty".to_string());
+    }
+    Ok(parts.join("/"))
+}
+
+/// The values `${...}` in the compose file may use: the agent's environment plus the
+/// node's identity (`GITFLEET_NODE`, `GITFLEET_BATCH`, `GITFLEET_RELEASE`).
+#[derive(Clone, Debug, Default)]
+pub struct Interpolation {
+    pub env: BTreeMap<String, String>,
+    pub node: NodeId,
+    pub release: String,
+}
+
+/// A fleet repository that passed every check: what a node may deploy.
+#[derive(Clone, Debug)]
+pub struct FleetRepo {
+    pub fleet: Fleet,
+    pub compose: compose::ComposeStack,
+    pub policy: Option<Policy>,
+    /// The pinned image of every compose service (from `[images]` or its own `image:`).
+    pub images: ImageSet,
+}
+
+/// Reads and validates a whole fleet repository, reporting every problem at once.
+pub fn load_repo(files: &dyn RepoFiles, vars: &Interpolation) -> Result<FleetRepo, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let repo = load_into(files, vars, &mut diags);
+    match repo {
+        Some(repo) if diags.is_empty() => Ok(repo),
+        _ => {
+            if diags.is_empty() {
+                diags.push(Diagnostic::new(
+                    FLEET_TOML,
+                    "",
+                    "the fleet repository is not usable",
+                ));
+            }
+            Err(diags.sorted())
+        }
+    }
+}
+
+fn read_source(
+    files: &dyn RepoFiles,
+    path: &str,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<SourceFile> {
+    match files.read(path) {
+        Ok(Some(text)) => Some(SourceFile::new(path, text)),
+        Ok(None) => {
+            diags.push(
+                Diagnostic::new(path, "", format!("{what} `{path}` does not exist"))
+                    .help(format!("create {path}, or fix the path that names it")),
+            );
+            None
+        }
+        Err(why) => {
+            diags.push(Diagnostic::new(path, "", why).help(format!(
+                "make {path} a readable UTF-8 file under {MAX_FILE_BYTES} bytes"
+            )));
+            None
+        }
+    }
+}
+
+fn load_into(
+    files: &dyn RepoFiles,
+    vars: &Interpolation,
+    diags: &mut Diagnostics,
+) -> Option<FleetRepo> {
+    let fleet_src = read_source(files, FLEET_TOML, "the fleet file", diags)?;
+    let table = toml_reader::parse(&fleet_src, diags)?;
+    let (fleet, spans) = fleet_toml::read_fleet(&TableReader::root(&fleet_src, &table), diags)?;
+    let at_key = |key: &str, d: Diagnostic| match spans.get(key) {
+        Some(span) => d.at(&fleet_src, span),
+        None => d,
+    };
+
+    let policy = fleet.policy_path.as_ref().and_then(|path| {
+        let Some(src) = read_source(files, path, "the policy file", diags) else {
+            if let Some(last) = diags.last_mut() {
+                *last = at_key("fleet.policy", last.clone());
+            }
+            return None;
+        };
+        let table = toml_reader::parse(&src, diags)?;
+        let policy = policy::read_policy(&TableReader::root(&src, &table), diags);
+        if let Some(signers) = &policy.allowed_signers
+            && policy.require_signed_commits
+            && !matches!(files.read(signers), Ok(Some(_)))
+        {
+            diags.push(
+                Diagnostic::new(path, "admission.allowed_signers", format!("the allowed signers file `{signers}` does not exist"))
+                    .help("add it in ssh-keygen's allowed_signers format: `<principal> <key-type> <base64-key>` per line"),
+            );
+        }
+        Some(policy)
+    });
+
+    let batch = &fleet.batch_of(&vars.node).name;
+    let mut env = vars.env.clone();
+    env.insert("GITFLEET_NODE".into(), vars.node.0.clone());
+    env.insert("GITFLEET_BATCH".into(), batch.clone());
+    env.insert("GITFLEET_RELEASE".into(), vars.release.clone());
+    let compose_src = match read_source(files, &fleet.compose_path, "the compose file", diags) {
+        Some(src) => src,
+        None => {
+            if let Some(last) = diags.last_mut() {
+                *last = at_key("fleet.compose", last.clone());
+            }
+            return None;
+        }
+    };
+    let stack = compose::load(&compose_src, &env, diags)?;
+
+    let images = pin_every_service(&fleet, &stack, &fleet_src, &compose_src, &spans, diags);
+    for (service, probes) in &fleet.health {
+        if !probes.is_empty()
+            && stack.image_of(service).is_none()
+            && !stack.service_names().contains(&service.as_str())
+        {
+            diags.push(at_key(
+                &format!("health.{service}"),
+                Diagnostic::new(
+                    FLEET_TOML,
+                    format!("health.{service}"),
+                    format!(
+                        "[health.{service}] names no service of {}",
+                        fleet.compose_path
+                    ),
+                )
+                .help(format!(
+                    "services are: {}",
+                    stack.service_names().join(", ")
+                )),
+            ));
+        }
+    }
+    if let (Some(policy), Some(path)) = (&policy, &fleet.policy_path) {
+        let src = FleetSource {
+            fleet_toml: &fleet_src,
+            spans: &spans,
+        };
+        diags.extend(policy.violations(path, &fleet, &images, &src));
+    }
+    Some(FleetRepo {
+        fleet,
+        compose: stack,
+        policy,
+        images,
+    })
+}
+
+/// Rule 1: every `[images]` key is a compose service, and every service ends up pinned.
+fn pin_every_service(
+    fleet: &Fleet,
+    stack: &compose::ComposeStack,
+    fleet_src: &SourceFile,
+    compose_src: &SourceFile,
+    spans: &fleet_toml::Spans,
+    diags: &mut Diagnostics,
+) -> ImageSet {
+    let services = stack.service_names();
+    for service in fleet.images.keys() {
+        if !services.contains(&service.as_str()) {
+            let key = format!("images.{service}");
+            let mut d = Diagnostic::new(
+                FLEET_TOML,
+                &key,
+                format!(
+                    "[images] names `{service}`, which is not a service of {}",
+                    fleet.compose_path
+                ),
+            );
+            if let Some(span) = spans.get(&key) {
+                d = d.at(fleet_src, span);
+            }
+            let hint = diagnostics::did_you_mean(service, services.iter().copied())
+                .map(|near| format!("did you mean `{near}`? "))
+                .unwrap_or_default();
+            diags.push(d.help(format!("{hint}services are: {}", services.join(", "))));
+        }
+    }
+    let mut set = ImageSet::default();
+    for service in services {
+        if let Some(image) = fleet.images.get(service) {
+            set.0.insert(service.to_string(), image.clone());
+            continue;
+        }
+        let (key, written) = match stack.image_of(service) {
+            Some(image) => (format!("services.{service}.image"), image),
+            None => (format!("services.{service}"), ""),
+        };
+        let problem = match PinnedImage::parse(written) {
+            Ok(image) => {
+                set.0.insert(service.to_string(), image);
+                continue;
+            }
+            Err(_) if written.is_empty() => format!("service `{service}` has no image"),
+            Err(why) => format!("image `{written}` of service `{service}` {why}"),
+        };
+        let mut d = Diagnostic::new(&compose_src.path, &key, problem).help(format!(
+            "pin it in fleet.toml under [images]: {service} = \"{PINNED_EXAMPLE}\""
+        ));
+        if let Some(pos) = stack.position(&key) {
+            d = d.at_position(compose_src, pos, key.rsplit('.').next().map_or(1, str::len));
+        }
+        diags.push(d);
+    }
+    set
+}

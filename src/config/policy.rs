@@ -1,0 +1,238 @@
+//! The admission policy (`fleet.policy`): limits a platform team sets once and that a
+//! fleet.toml pull request cannot loosen (SPEC §2, rule 1).
+
+use std::time::Duration;
+
+use super::diagnostics::{Diagnostic, Diagnostics, SourceFile};
+use super::duration::format_duration;
+use super::fleet::{Fleet, ImageSet, Window};
+use super::fleet_toml::Spans;
+use super::toml_reader::TableReader;
+
+/// The validated policy file.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Policy {
+    /// Image reference prefixes; empty = any registry.
+    pub allowed_registries: Vec<String>,
+    pub require_signed_commits: bool,
+    /// Repository path of the `allowed_signers` file (resolved against the policy file).
+    pub allowed_signers: Option<String>,
+    /// The first batch may hold at most this many nodes (a canary).
+    pub require_first_batch_max: Option<u32>,
+    pub min_monitor: Option<Duration>,
+    pub max_failure_ratio: Option<f64>,
+    /// Every batch but the first needs a window other than `always`.
+    pub allowed_windows_only: bool,
+}
+
+const TOP_KEYS: &[&str] = &["admission", "rollout"];
+const ADMISSION_KEYS: &[&str] = &[
+    "allowed_registries",
+    "require_signed_commits",
+    "allowed_signers",
+];
+const ROLLOUT_KEYS: &[&str] = &[
+    "require_first_batch_max",
+    "min_monitor",
+    "max_failure_ratio",
+    "allowed_windows_only",
+];
+
+/// Reads a policy file whose repository path is `source.path`.
+pub fn read_policy(root: &TableReader, diags: &mut Diagnostics) -> Policy {
+    root.deny_unknown(TOP_KEYS, diags);
+    let mut policy = Policy::default();
+    if let Some(a) = root.table("admission", diags) {
+        a.deny_unknown(ADMISSION_KEYS, diags);
+        if let Some(list) = a.strings(
+            "allowed_registries",
+            "[\"registry.example.com/acme/\"]",
+            diags,
+        ) {
+            policy.allowed_registries = list.into_iter().map(|l| l.value).collect();
+        }
+        if let Some(b) = a.bool("require_signed_commits", diags) {
+            policy.require_signed_commits = b.value;
+        }
+        if let Some(s) = a.string("allowed_signers", "\"allowed_signers\"", diags) {
+            let dir = root.source.path.rsplit_once('/').map_or("", |(d, _)| d);
+            let joined = if dir.is_empty() {
+                s.value.clone()
+            } else {
+                format!("{dir}/{}", s.value)
+            };
+            match super::normalize_repo_path(&joined) {
+                Ok(p) => policy.allowed_signers = Some(p),
+                Err(why) => diags.push(
+                    a.error(
+                        "allowed_signers",
+                        s.span,
+                        format!("`{}` = \"{}\" {why}", s.key, s.value),
+                    )
+                    .help("write a path relative to the policy file, e.g. \"allowed_signers\""),
+                ),
+            }
+        }
+        if policy.require_signed_commits
+            && policy.allowed_signers.is_none()
+            && !a.contains("allowed_signers")
+        {
+            diags.push(a.missing("allowed_signers", "\"allowed_signers\""));
+        }
+    }
+    if let Some(r) = root.table("rollout", diags) {
+        r.deny_unknown(ROLLOUT_KEYS, diags);
+        if let Some(n) = r.integer("require_first_batch_max", "2", diags) {
+            match u32::try_from(n.value) {
+                Ok(n) if n >= 1 => policy.require_first_batch_max = Some(n),
+                _ => diags.push(
+                    r.error(
+                        "require_first_batch_max",
+                        n.span,
+                        format!("`{}` = {} is out of range", n.key, n.value),
+                    )
+                    .help("the first batch may hold at most this many nodes; use 1 or more"),
+                ),
+            }
+        }
+        policy.min_monitor = r.duration("min_monitor", diags).map(|d| d.value);
+        if let Some(f) = r.float("max_failure_ratio", "0.1", diags) {
+            if (0.0..=1.0).contains(&f.value) {
+                policy.max_failure_ratio = Some(f.value);
+            } else {
+                diags.push(
+                    r.error(
+                        "max_failure_ratio",
+                        f.span,
+                        format!("`{}` = {} is out of range", f.key, f.value),
+                    )
+                    .help("use a ratio from 0.0 to 1.0"),
+                );
+            }
+        }
+        if let Some(b) = r.bool("allowed_windows_only", diags) {
+            policy.allowed_windows_only = b.value;
+        }
+    }
+    policy
+}
+
+/// Where a fleet value came from, for pointing a policy violation at it.
+pub struct FleetSource<'a> {
+    pub fleet_toml: &'a SourceFile,
+    pub spans: &'a Spans,
+}
+
+impl FleetSource<'_> {
+    fn at(&self, key: &str, message: String, help: String) -> Diagnostic {
+        let mut d = Diagnostic::new(&self.fleet_toml.path, key, message).help(help);
+        if let Some(span) = self.spans.get(key) {
+            d = d.at(self.fleet_toml, span);
+        }
+        d
+    }
+}
+
+impl Policy {
+    /// Every way `fleet` and its image set break this policy (rule 1). `policy_path`
+    /// names the policy in messages.
+    pub fn violations(
+        &self,
+        policy_path: &str,
+        fleet: &Fleet,
+        images: &ImageSet,
+        src: &FleetSource,
+    ) -> Diagnostics {
+        let mut out = Diagnostics::default();
+        let by = format!("the policy {policy_path}");
+        if !self.allowed_registries.is_empty() {
+            for (service, image) in &images.0 {
+                let reference = image.to_string();
+                if !self
+                    .allowed_registries
+                    .iter()
+                    .any(|p| reference.starts_with(p.as_str()))
+                {
+                    out.push(src.at(
+                        &format!("images.{service}"),
+                        format!("image `{reference}` of service `{service}` is from a registry {by} does not allow"),
+                        format!("use an image under one of: {}", self.allowed_registries.join(", ")),
+                    ));
+                }
+            }
+        }
+        if let Some(max) = self.require_first_batch_max {
+            let first = &fleet.batches[0];
+            let globs: Vec<String> = first
+                .patterns
+                .iter()
+                .filter(|p| matches!(p, super::fleet::NodePattern::Glob(_)))
+                .map(|p| p.to_string())
+                .collect();
+            let exact = first.exact_ids().count();
+            let key = format!("batches.{}.nodes", first.name);
+            if !globs.is_empty() {
+                out.push(src.at(
+                    &key,
+                    format!(
+                        "the first batch `{}` uses globs ({}), but {by} caps it at {max} nodes",
+                        first.name,
+                        globs.join(", ")
+                    ),
+                    "list the canary nodes by exact id so their number is known".to_string(),
+                ));
+            } else if exact > max as usize {
+                out.push(src.at(
+                    &key,
+                    format!(
+                        "the first batch `{}` lists {exact} nodes, but {by} allows at most {max}",
+                        first.name
+                    ),
+                    format!("keep the canary to {max} node(s); move the others to a later batch"),
+                ));
+            }
+        }
+        if let Some(min) = self.min_monitor
+            && fleet.rollout.monitor < min
+        {
+            out.push(src.at(
+                "rollout.monitor",
+                format!(
+                    "rollout.monitor = \"{}\" is shorter than {by} allows",
+                    format_duration(fleet.rollout.monitor)
+                ),
+                format!("set monitor = \"{}\" or longer", format_duration(min)),
+            ));
+        }
+        if let Some(max) = self.max_failure_ratio
+            && fleet.rollout.max_failure_ratio > max
+        {
+            out.push(src.at(
+                "rollout.max_failure_ratio",
+                format!(
+                    "rollout.max_failure_ratio = {} is higher than {by} allows",
+                    fleet.rollout.max_failure_ratio
+                ),
+                format!("set max_failure_ratio = {max} or lower"),
+            ));
+        }
+        if self.allowed_windows_only {
+            for batch in fleet.batches.iter().skip(1) {
+                if batch.window == Window::Always {
+                    let key = format!("batches.{}.window", batch.name);
+                    let key = if src.spans.get(&key).is_some() {
+                        key
+                    } else {
+                        "rollout.window".to_string()
+                    };
+                    out.push(src.at(
+                        &key,
+                        format!("batch `{}` has window \"always\", but {by} requires a maintenance window for every batch after the first", batch.name),
+                        "set window = \"<name>\" to a [windows.<name>] section".to_string(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
