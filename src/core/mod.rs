@@ -4,4 +4,8 @@
 //! input is plain data (the validated fleet, status records, the node's local facts and
 //! `now`), and every output is a value the agent acts on.
 
+pub mod batch;
+pub mod decide;
+pub mod gate;
+pub mod status;
 pub mod window;

@@ -1,0 +1,170 @@
+//! Batch membership and progress of one release (SPEC §3 rules 2 and 6).
+//!
+//! A batch's members are the node ids it lists exactly plus every node that has reported
+//! and whose id the batch's patterns match (first matching batch wins, as for the node
+//! itself). Held nodes and nodes silent past `stale_after` are left out of the count.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::status::{NodeState, StatusRecord};
+use crate::config::fleet::{Fleet, ImageSetId, NodeId};
+
+/// How one member stands with respect to the release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberView {
+    /// Healthy at the release's image set.
+    Healthy,
+    /// Failed this release (counts in the failure ratio).
+    Failed,
+    /// Listed by exact id but never reported: holds the batch.
+    Pending,
+    /// Reported, but not finished with this release: holds the batch.
+    Working(NodeState),
+    /// Silent longer than `stale_after`: left out of the count.
+    Stale { last_seen: DateTime<Utc> },
+    /// `hold = true`: takes no new release and does not hold its batch.
+    Held,
+}
+
+impl MemberView {
+    /// Whether the member keeps its batch from finishing.
+    pub fn blocks(&self) -> bool {
+        matches!(self, MemberView::Pending | MemberView::Working(_))
+    }
+
+    /// Whether the member counts in the batch's failure ratio.
+    pub fn counted(&self) -> bool {
+        !matches!(self, MemberView::Stale { .. } | MemberView::Held)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member<'r> {
+    pub node: NodeId,
+    pub weight: u32,
+    pub view: MemberView,
+    pub record: Option<&'r StatusRecord>,
+}
+
+/// One batch's progress on one release.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchProgress<'r> {
+    pub name: String,
+    pub members: Vec<Member<'r>>,
+}
+
+impl<'r> BatchProgress<'r> {
+    fn weight_where(&self, pred: impl Fn(&MemberView) -> bool) -> u64 {
+        self.members
+            .iter()
+            .filter(|m| pred(&m.view))
+            .map(|m| u64::from(m.weight))
+            .sum()
+    }
+
+    /// Failed weight over counted weight; 0 for an empty batch.
+    pub fn failure_ratio(&self) -> f64 {
+        let total = self.weight_where(MemberView::counted);
+        if total == 0 {
+            return 0.0;
+        }
+        self.weight_where(|v| *v == MemberView::Failed) as f64 / total as f64
+    }
+
+    /// More than `max_failure_ratio` of the batch (by weight) failed: the release halts.
+    pub fn exceeds(&self, max_failure_ratio: f64) -> bool {
+        self.failure_ratio() > max_failure_ratio
+    }
+
+    /// The members that keep the batch from finishing.
+    pub fn blocking(&self) -> impl Iterator<Item = &Member<'r>> {
+        self.members.iter().filter(|m| m.view.blocks())
+    }
+
+    pub fn stale(&self) -> impl Iterator<Item = &Member<'r>> {
+        self.members.iter().filter(|m| matches!(m.view, MemberView::Stale { .. }))
+    }
+
+    /// Every member healthy or failed within the ratio.
+    pub fn is_finished(&self, max_failure_ratio: f64) -> bool {
+        self.blocking().next().is_none() && !self.exceeds(max_failure_ratio)
+    }
+
+    /// When the last member finished (for `bake`); `None` when nobody reported.
+    pub fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.members
+            .iter()
+            .filter(|m| matches!(m.view, MemberView::Healthy | MemberView::Failed))
+            .filter_map(|m| m.record.map(|r| r.since))
+            .max()
+    }
+}
+
+/// The latest record of each node (records are one file per node; this guards against
+/// duplicates from hostile or broken input by keeping the newest).
+pub fn latest_by_node(records: &[StatusRecord]) -> BTreeMap<&NodeId, &StatusRecord> {
+    let mut latest: BTreeMap<&NodeId, &StatusRecord> = BTreeMap::new();
+    for r in records {
+        match latest.get(&r.node) {
+            Some(old) if old.updated >= r.updated => {}
+            _ => {
+                latest.insert(&r.node, r);
+            }
+        }
+    }
+    latest
+}
+
+/// Progress of every batch, in rollout order, on the release `release` whose image set
+/// is `images`.
+pub fn progress<'r>(
+    fleet: &Fleet,
+    records: &'r [StatusRecord],
+    release: &str,
+    images: &ImageSetId,
+    now: DateTime<Utc>,
+) -> Vec<BatchProgress<'r>> {
+    let latest = latest_by_node(records);
+    let stale_after = TimeDelta::from_std(fleet.rollout.stale_after).unwrap_or(TimeDelta::MAX);
+    let mut batches: Vec<BatchProgress> = fleet
+        .batches
+        .iter()
+        .map(|b| BatchProgress {
+            name: b.name.clone(),
+            members: Vec::new(),
+        })
+        .collect();
+    let listed = fleet.batches.iter().flat_map(|b| b.exact_ids());
+    let mut nodes: Vec<&NodeId> = listed.chain(latest.keys().copied()).collect();
+    nodes.sort();
+    nodes.dedup();
+    for node in nodes {
+        let facts = fleet.node_facts(node);
+        let record = latest.get(node).copied();
+        let view = if facts.hold {
+            MemberView::Held
+        } else {
+            match record {
+                None => MemberView::Pending,
+                Some(r) if now.signed_duration_since(r.updated) > stale_after => MemberView::Stale { last_seen: r.updated },
+                Some(r) if r.state == NodeState::Healthy && &r.images == images => MemberView::Healthy,
+                Some(r) if r.state == NodeState::Failed && r.release == release => MemberView::Failed,
+                Some(r) => MemberView::Working(r.state),
+            }
+        };
+        batches[fleet.batch_index_of(node)].members.push(Member {
+            node: node.clone(),
+            weight: facts.weight,
+            view,
+            record,
+        });
+    }
+    batches
+}
+
+/// The first batch whose failures exceed the ratio: the release is halted there.
+pub fn halted_at<'a, 'r>(progress: &'a [BatchProgress<'r>], max_failure_ratio: f64) -> Option<&'a BatchProgress<'r>> {
+    progress.iter().find(|b| b.exceeds(max_failure_ratio))
+}

@@ -1,0 +1,364 @@
+//! What a node must do now: one pure function over plain data (SPEC §3 rules 1–3, 5–7).
+//!
+//! The agent observes (Git, status records, containers, its journal), calls [`decide`],
+//! acts on the [`Verdict`], reports the verdict's state, and looks again at
+//! [`Decision::recheck_at`] or on the next trigger. Deciding twice on the same inputs
+//! gives the same answer, so a restarted agent simply decides again.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
+
+use super::batch::{self, MemberView};
+use super::gate::GateVerdict;
+use super::status::{NodeState, StatusRecord};
+use super::window::{self, WindowState};
+use crate::config::fleet::{FailureAction, Fleet, ImageSetId, NodeId};
+
+/// The tip of the release branch, after admission (rule 1).
+#[derive(Clone, Copy, Debug)]
+pub enum Desired<'a> {
+    Admitted {
+        release: &'a str,
+        fleet: &'a Fleet,
+        images: &'a ImageSetId,
+    },
+    Rejected {
+        release: &'a str,
+        reason: &'a str,
+    },
+}
+
+/// What the node knows about itself, from its engine and its state directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalFacts {
+    /// The image set the stack runs now; `None` when nothing of it runs yet.
+    pub running: Option<ImageSetId>,
+    /// Image sets this node has run healthy, oldest first.
+    pub known_good: Vec<ImageSetId>,
+    /// The gate's verdict on `running`, while the node holds it to the gate.
+    pub gate: Option<GateVerdict>,
+}
+
+impl LocalFacts {
+    /// The newest known-good set other than `not`: where a restore or rollback goes.
+    fn last_good_except(&self, not: &ImageSetId) -> Option<&ImageSetId> {
+        self.known_good.iter().rev().find(|s| *s != not)
+    }
+}
+
+/// Everything [`decide`] looks at.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    pub desired: Desired<'a>,
+    pub node: &'a NodeId,
+    pub timezone: Tz,
+    /// The latest records of all nodes (this node's included) from the status branch.
+    pub records: &'a [StatusRecord],
+    pub local: &'a LocalFacts,
+    pub now: DateTime<Utc>,
+}
+
+/// A node that keeps an earlier batch from finishing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    pub node: NodeId,
+    /// `None`: listed but never reported (pending).
+    pub state: Option<NodeState>,
+}
+
+/// Why a node restores an earlier image set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreReason {
+    /// This node failed the gate (rule 6): reported `failed`.
+    GateFailed { service: String, reason: String },
+    /// The release halted elsewhere and `failure_action = "rollback"`: `rolled-back`.
+    Halted { batch: String },
+}
+
+/// What the node must do now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The release tip is not admissible; keep running what runs (rule 1).
+    Reject { reason: String },
+    /// Healthy at the desired image set: nothing to do.
+    InSync,
+    /// `hold = true`: the node takes no new release.
+    Held,
+    /// An earlier batch has not finished the release (rule 2).
+    WaitBatch {
+        batch: String,
+        blocking: Vec<Blocker>,
+        stale: Vec<NodeId>,
+    },
+    /// The earlier batches finished; `bake` runs until `until`.
+    WaitBake { until: DateTime<Utc> },
+    /// `max_parallel` nodes of this batch hold a slot.
+    WaitSlot { holders: Vec<NodeId>, max: u32 },
+    /// Outside the batch's window (rule 3); pre-pull meanwhile.
+    WaitWindow {
+        window: String,
+        opens_at: Option<DateTime<Utc>>,
+    },
+    /// Converge the stack to the desired set (rule 4). `rollback`: a set this node ran
+    /// healthy before (rule 7), applied outside windows and batch order. `claim_slot`:
+    /// push the `converging` record first; its acceptance is the slot (rule 2).
+    Converge { rollback: bool, claim_slot: bool },
+    /// The desired set runs; hold it to the gate (rule 5).
+    Monitor { deadline: Option<DateTime<Utc>> },
+    /// The gate passed.
+    ReportHealthy,
+    /// Go back to an earlier set (rule 6); `to` is `None` when the engine's kept
+    /// previous containers are the only way back.
+    Restore { to: Option<ImageSetId>, reason: RestoreReason },
+    /// This node already failed or rolled back this release; a new commit clears it.
+    Settled { state: NodeState },
+    /// The release halted in `batch`; this node does not start it.
+    Halted { batch: String },
+}
+
+impl Verdict {
+    /// The state this node reports for the verdict (SPEC §4).
+    pub fn state(&self) -> NodeState {
+        match self {
+            Verdict::Reject { .. } => NodeState::Rejected,
+            Verdict::InSync | Verdict::Held | Verdict::ReportHealthy => NodeState::Healthy,
+            Verdict::WaitBatch { .. } | Verdict::WaitBake { .. } | Verdict::WaitSlot { .. } => NodeState::WaitingBatch,
+            Verdict::WaitWindow { .. } => NodeState::WaitingWindow,
+            Verdict::Converge { .. } => NodeState::Converging,
+            Verdict::Monitor { .. } => NodeState::Monitoring,
+            Verdict::Restore {
+                reason: RestoreReason::GateFailed { .. },
+                ..
+            } => NodeState::Failed,
+            Verdict::Restore {
+                reason: RestoreReason::Halted { .. },
+                ..
+            } => NodeState::RolledBack,
+            Verdict::Settled { state } => *state,
+            Verdict::Halted { .. } => NodeState::Halted,
+        }
+    }
+
+    /// Whether to pull the desired images now: while waiting, so the window is spent
+    /// only on the swap (rule 3).
+    pub fn prepull(&self) -> bool {
+        matches!(
+            self,
+            Verdict::WaitBatch { .. } | Verdict::WaitBake { .. } | Verdict::WaitSlot { .. } | Verdict::WaitWindow { .. }
+        )
+    }
+
+    /// A human-readable reason, for the status record's `message`.
+    pub fn message(&self, timezone: Tz) -> String {
+        let both = |t: &DateTime<Utc>| {
+            format!(
+                "{} ({})",
+                t.with_timezone(&timezone).format("%Y-%m-%d %H:%M %Z"),
+                t.format("%Y-%m-%d %H:%M UTC")
+            )
+        };
+        let names = |ids: &mut dyn Iterator<Item = &NodeId>| ids.map(|n| n.0.as_str()).collect::<Vec<_>>().join(", ");
+        match self {
+            Verdict::Reject { reason } => format!("release rejected: {reason}"),
+            Verdict::InSync => "in sync".to_string(),
+            Verdict::Held => "held (hold = true): not taking new releases".to_string(),
+            Verdict::WaitBatch { batch, blocking, stale } => {
+                let pending = names(&mut blocking.iter().filter(|b| b.state.is_none()).map(|b| &b.node));
+                let working: Vec<String> = blocking
+                    .iter()
+                    .filter_map(|b| b.state.map(|s| format!("{} ({s})", b.node)))
+                    .collect();
+                let mut parts = vec![format!("waiting for batch `{batch}`")];
+                if !working.is_empty() {
+                    parts.push(format!("not finished: {}", working.join(", ")));
+                }
+                if !pending.is_empty() {
+                    parts.push(format!("pending (never reported): {pending}"));
+                }
+                if !stale.is_empty() {
+                    parts.push(format!("stale, not counted: {}", names(&mut stale.iter())));
+                }
+                parts.join("; ")
+            }
+            Verdict::WaitBake { until } => format!("earlier batches done; baking until {}", both(until)),
+            Verdict::WaitSlot { holders, max } => {
+                format!("all {max} slots of the batch taken by: {}", names(&mut holders.iter()))
+            }
+            Verdict::WaitWindow { window, opens_at: Some(t) } => format!("window `{window}` opens {}", both(t)),
+            Verdict::WaitWindow { window, opens_at: None } => format!("window `{window}` never opens again"),
+            Verdict::Converge { rollback: true, .. } => "rolling back to a set this node ran healthy".to_string(),
+            Verdict::Converge { .. } => "converging".to_string(),
+            Verdict::Monitor { deadline: Some(t) } => format!("holding the health gate; decides by {}", both(t)),
+            Verdict::Monitor { deadline: None } => "holding the health gate".to_string(),
+            Verdict::ReportHealthy => "health gate passed".to_string(),
+            Verdict::Restore {
+                reason: RestoreReason::GateFailed { service, reason },
+                ..
+            } => format!("health gate failed: service `{service}`: {reason}; previous containers restored"),
+            Verdict::Restore {
+                reason: RestoreReason::Halted { batch },
+                ..
+            } => format!("release halted in batch `{batch}`; rolled back to the last healthy set"),
+            Verdict::Settled { state } => format!("{state} on this release; waiting for a new commit on the release branch"),
+            Verdict::Halted { batch } => format!("release halted: too many failures in batch `{batch}`"),
+        }
+    }
+}
+
+/// A verdict and when to look again without a trigger (`None`: at the next poll).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub recheck_at: Option<DateTime<Utc>>,
+}
+
+impl From<Verdict> for Decision {
+    fn from(verdict: Verdict) -> Self {
+        let recheck_at = match &verdict {
+            Verdict::WaitBake { until } => Some(*until),
+            Verdict::WaitWindow { opens_at, .. } => *opens_at,
+            Verdict::Monitor { deadline } => *deadline,
+            _ => None,
+        };
+        Decision { verdict, recheck_at }
+    }
+}
+
+/// A slot claim older than this is stale and frees its slot (rule 2).
+fn claim_lifetime(fleet: &Fleet) -> TimeDelta {
+    TimeDelta::from_std(fleet.rollout.health_timeout + fleet.rollout.monitor + std::time::Duration::from_secs(300))
+        .unwrap_or(TimeDelta::MAX)
+}
+
+/// Decides what the node does now. Pure: same inputs, same decision.
+pub fn decide(inputs: &Inputs) -> Decision {
+    let (release, fleet, desired) = match inputs.desired {
+        Desired::Rejected { reason, .. } => {
+            return Verdict::Reject {
+                reason: reason.to_string(),
+            }
+            .into();
+        }
+        Desired::Admitted { release, fleet, images } => (release, fleet, images),
+    };
+    let local = inputs.local;
+    let me = inputs.node;
+    let own = batch::latest_by_node(inputs.records).get(me).copied();
+    let runs_desired = local.running.as_ref() == Some(desired);
+
+    // This node already finished this release badly: a new commit clears it (rule 6).
+    if let Some(r) = own
+        && r.release == release
+        && matches!(r.state, NodeState::Failed | NodeState::RolledBack)
+    {
+        return Verdict::Settled { state: r.state }.into();
+    }
+
+    let progress = batch::progress(fleet, inputs.records, release, desired, inputs.now);
+    if let Some(halted) = batch::halted_at(&progress, fleet.rollout.max_failure_ratio) {
+        let batch = halted.name.clone();
+        let previous = local.last_good_except(desired).cloned();
+        return match (runs_desired, fleet.rollout.failure_action, previous) {
+            (true, FailureAction::Rollback, Some(to)) => Verdict::Restore {
+                to: Some(to),
+                reason: RestoreReason::Halted { batch },
+            },
+            _ => Verdict::Halted { batch },
+        }
+        .into();
+    }
+
+    if runs_desired {
+        let healthy_here = own.is_some_and(|r| r.state == NodeState::Healthy && &r.images == desired);
+        if healthy_here {
+            return Verdict::InSync.into();
+        }
+        return match &local.gate {
+            Some(GateVerdict::Passed) => Verdict::ReportHealthy,
+            Some(GateVerdict::Failed { service, reason }) => Verdict::Restore {
+                to: local.last_good_except(desired).cloned(),
+                reason: RestoreReason::GateFailed {
+                    service: service.clone(),
+                    reason: reason.clone(),
+                },
+            },
+            Some(GateVerdict::Pending { deadline }) => Verdict::Monitor { deadline: Some(*deadline) },
+            Some(GateVerdict::Holding { until }) => Verdict::Monitor { deadline: Some(*until) },
+            None => Verdict::Monitor { deadline: None },
+        }
+        .into();
+    }
+
+    // Rollback by revert (rule 7): a set this node ran healthy before, applied at once.
+    if local.known_good.contains(desired) {
+        return Verdict::Converge {
+            rollback: true,
+            claim_slot: false,
+        }
+        .into();
+    }
+    if fleet.node_facts(me).hold {
+        return Verdict::Held.into();
+    }
+
+    // Slot (rule 2): every earlier batch finished, then `bake`.
+    let mine = fleet.batch_index_of(me);
+    for earlier in &progress[..mine] {
+        if !earlier.is_finished(fleet.rollout.max_failure_ratio) {
+            return Verdict::WaitBatch {
+                batch: earlier.name.clone(),
+                blocking: earlier
+                    .blocking()
+                    .map(|m| Blocker {
+                        node: m.node.clone(),
+                        state: match m.view {
+                            MemberView::Working(s) => Some(s),
+                            _ => None,
+                        },
+                    })
+                    .collect(),
+                stale: earlier.stale().map(|m| m.node.clone()).collect(),
+            }
+            .into();
+        }
+    }
+    let bake = TimeDelta::from_std(fleet.rollout.bake).unwrap_or(TimeDelta::MAX);
+    if let Some(done) = progress[..mine].iter().filter_map(|b| b.finished_at()).max()
+        && let Some(until) = done.checked_add_signed(bake)
+        && until > inputs.now
+    {
+        return Verdict::WaitBake { until }.into();
+    }
+
+    // Window (rule 3), in the node's own timezone.
+    let batch = &fleet.batches[mine];
+    if let WindowState::Closed { opens_at } = window::state_at(&batch.window, inputs.timezone, inputs.now) {
+        return Verdict::WaitWindow {
+            window: batch.window.name().to_string(),
+            opens_at,
+        }
+        .into();
+    }
+
+    // max_parallel: a `converging` record is the claim; fresh claims of others count.
+    if let Some(max) = fleet.rollout.max_parallel {
+        let lifetime = claim_lifetime(fleet);
+        let holders: Vec<NodeId> = progress[mine]
+            .members
+            .iter()
+            .filter(|m| &m.node != me)
+            .filter_map(|m| m.record)
+            .filter(|r| r.state.holds_slot() && &r.images == desired)
+            .filter(|r| inputs.now.signed_duration_since(r.since) <= lifetime)
+            .map(|r| r.node.clone())
+            .collect();
+        if holders.len() >= max as usize {
+            return Verdict::WaitSlot { holders, max }.into();
+        }
+    }
+    Verdict::Converge {
+        rollback: false,
+        claim_slot: fleet.rollout.max_parallel.is_some(),
+    }
+    .into()
+}

@@ -1,0 +1,207 @@
+//! The health gate's verdict (SPEC §3 rule 5), from observed facts and time.
+//!
+//! Healthy = every container running, every HEALTHCHECK `healthy`, every probe passing,
+//! within `health_timeout` of the converge, and still so, with no restart, for `monitor`.
+//! The engine adapter observes (by the engine's events, not by sleeping); this module
+//! only judges.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// What the engine reports about one service's container while the gate runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceHealth {
+    pub service: String,
+    pub running: bool,
+    pub check: HealthCheck,
+    /// Restarts since the converge (Docker's RestartCount delta, or `restart` events).
+    pub restarts: u32,
+    /// Verdict of the `[health.<service>]` probes; `None` when the service has none.
+    pub probe: Option<Result<(), String>>,
+    /// The last line of the HEALTHCHECK log, quoted when the gate fails.
+    pub last_log: Option<String>,
+}
+
+/// The image's HEALTHCHECK state as Docker reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// The image defines no HEALTHCHECK: running is enough.
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// Where a node stands in its gate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateVerdict {
+    /// Not all healthy yet; fails at `deadline` unless they become healthy.
+    Pending { deadline: DateTime<Utc> },
+    /// All healthy since `healthy_since`; passes at `until` if it stays so.
+    Holding { until: DateTime<Utc> },
+    Passed,
+    Failed { service: String, reason: String },
+}
+
+fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Judges the gate at `now`. `healthy_since` is when every service was last seen
+/// becoming healthy together (the caller keeps it: set on the first all-healthy
+/// observation, cleared by any regression, which this function reports as a failure
+/// anyway once the stack has been healthy).
+pub fn evaluate(
+    services: &[ServiceHealth],
+    converged_at: DateTime<Utc>,
+    healthy_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    health_timeout: Duration,
+    monitor: Duration,
+) -> GateVerdict {
+    for s in services {
+        let failed = |reason: String| GateVerdict::Failed {
+            service: s.service.clone(),
+            reason,
+        };
+        if !s.running {
+            return failed("container is not running".to_string());
+        }
+        if s.restarts > 0 {
+            return failed(format!("container restarted {} time(s)", s.restarts));
+        }
+        if s.check == HealthCheck::Unhealthy {
+            let log = s.last_log.as_deref().map(|l| format!(": {l}")).unwrap_or_default();
+            return failed(format!("HEALTHCHECK reports unhealthy{log}"));
+        }
+        if healthy_since.is_some()
+            && let Some(Err(why)) = &s.probe
+        {
+            return failed(format!("probe failed during monitor: {why}"));
+        }
+    }
+    let all_healthy = services
+        .iter()
+        .all(|s| s.check != HealthCheck::Starting && !matches!(s.probe, Some(Err(_))));
+    let deadline = add(converged_at, health_timeout);
+    match (all_healthy, healthy_since) {
+        (true, Some(since)) if now >= add(since, monitor) => GateVerdict::Passed,
+        (true, Some(since)) => GateVerdict::Holding {
+            until: add(since, monitor),
+        },
+        (true, None) if monitor.is_zero() => GateVerdict::Passed,
+        (true, None) => GateVerdict::Holding {
+            until: add(now, monitor),
+        },
+        (false, Some(_)) => {
+            let s = services.iter().find(|s| s.check == HealthCheck::Starting);
+            GateVerdict::Failed {
+                service: s.map_or_else(String::new, |s| s.service.clone()),
+                reason: "health regressed during monitor".to_string(),
+            }
+        }
+        (false, None) if now >= deadline => {
+            let s = services
+                .iter()
+                .find(|s| s.check == HealthCheck::Starting || matches!(s.probe, Some(Err(_))));
+            let (service, reason) = match s {
+                Some(s) => {
+                    let why = match &s.probe {
+                        Some(Err(why)) => format!("probe failing: {why}"),
+                        _ => "HEALTHCHECK still starting".to_string(),
+                    };
+                    (s.service.clone(), format!("not healthy within health_timeout ({why})"))
+                }
+                None => (String::new(), "not healthy within health_timeout".to_string()),
+            };
+            GateVerdict::Failed { service, reason }
+        }
+        (false, None) => GateVerdict::Pending { deadline },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn svc(name: &str, check: HealthCheck) -> ServiceHealth {
+        ServiceHealth {
+            service: name.into(),
+            running: true,
+            check,
+            restarts: 0,
+            probe: None,
+            last_log: None,
+        }
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(300);
+    const MONITOR: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn waits_then_holds_then_passes() {
+        let starting = [svc("api", HealthCheck::Starting), svc("db", HealthCheck::None)];
+        assert_eq!(
+            evaluate(&starting, t(0), None, t(10), TIMEOUT, MONITOR),
+            GateVerdict::Pending { deadline: t(300) }
+        );
+        let healthy = [svc("api", HealthCheck::Healthy), svc("db", HealthCheck::None)];
+        assert_eq!(
+            evaluate(&healthy, t(0), None, t(20), TIMEOUT, MONITOR),
+            GateVerdict::Holding { until: t(80) }
+        );
+        assert_eq!(
+            evaluate(&healthy, t(0), Some(t(20)), t(79), TIMEOUT, MONITOR),
+            GateVerdict::Holding { until: t(80) }
+        );
+        assert_eq!(evaluate(&healthy, t(0), Some(t(20)), t(80), TIMEOUT, MONITOR), GateVerdict::Passed);
+    }
+
+    #[test]
+    fn fails_on_timeout_unhealthy_exit_restart_and_probe() {
+        let starting = [svc("api", HealthCheck::Starting)];
+        assert!(matches!(
+            evaluate(&starting, t(0), None, t(300), TIMEOUT, MONITOR),
+            GateVerdict::Failed { service, .. } if service == "api"
+        ));
+        let mut unhealthy = svc("api", HealthCheck::Unhealthy);
+        unhealthy.last_log = Some("curl: connection refused".into());
+        match evaluate(&[unhealthy], t(0), None, t(5), TIMEOUT, MONITOR) {
+            GateVerdict::Failed { reason, .. } => assert!(reason.contains("connection refused")),
+            v => panic!("{v:?}"),
+        }
+        let mut exited = svc("db", HealthCheck::None);
+        exited.running = false;
+        assert!(matches!(evaluate(&[exited], t(0), Some(t(1)), t(5), TIMEOUT, MONITOR), GateVerdict::Failed { .. }));
+        let mut restarted = svc("db", HealthCheck::Healthy);
+        restarted.restarts = 1;
+        assert!(matches!(evaluate(&[restarted], t(0), Some(t(1)), t(5), TIMEOUT, MONITOR), GateVerdict::Failed { .. }));
+        let mut probe = svc("web", HealthCheck::None);
+        probe.probe = Some(Err("HTTP 500".into()));
+        assert_eq!(
+            evaluate(std::slice::from_ref(&probe), t(0), None, t(5), TIMEOUT, MONITOR),
+            GateVerdict::Pending { deadline: t(300) }
+        );
+        match evaluate(&[probe], t(0), None, t(300), TIMEOUT, MONITOR) {
+            GateVerdict::Failed { service, reason } => {
+                assert_eq!(service, "web");
+                assert!(reason.contains("HTTP 500"), "{reason}");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn zero_monitor_passes_at_first_healthy_sight() {
+        let healthy = [svc("api", HealthCheck::Healthy)];
+        assert_eq!(evaluate(&healthy, t(0), None, t(1), TIMEOUT, Duration::ZERO), GateVerdict::Passed);
+    }
+}
