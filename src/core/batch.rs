@@ -84,7 +84,9 @@ impl<'r> BatchProgress<'r> {
     }
 
     pub fn stale(&self) -> impl Iterator<Item = &Member<'r>> {
-        self.members.iter().filter(|m| matches!(m.view, MemberView::Stale { .. }))
+        self.members
+            .iter()
+            .filter(|m| matches!(m.view, MemberView::Stale { .. }))
     }
 
     /// Every member healthy or failed within the ratio.
@@ -148,9 +150,17 @@ pub fn progress<'r>(
         } else {
             match record {
                 None => MemberView::Pending,
-                Some(r) if now.signed_duration_since(r.updated) > stale_after => MemberView::Stale { last_seen: r.updated },
-                Some(r) if r.state == NodeState::Healthy && &r.images == images => MemberView::Healthy,
-                Some(r) if r.state == NodeState::Failed && r.release == release => MemberView::Failed,
+                Some(r) if now.signed_duration_since(r.updated) > stale_after => {
+                    MemberView::Stale {
+                        last_seen: r.updated,
+                    }
+                }
+                Some(r) if r.state == NodeState::Healthy && &r.images == images => {
+                    MemberView::Healthy
+                }
+                Some(r) if r.state == NodeState::Failed && r.release == release => {
+                    MemberView::Failed
+                }
                 Some(r) => MemberView::Working(r.state),
             }
         };
@@ -165,6 +175,9 @@ pub fn progress<'r>(
 }
 
 /// The first batch whose failures exceed the ratio: the release is halted there.
-pub fn halted_at<'a, 'r>(progress: &'a [BatchProgress<'r>], max_failure_ratio: f64) -> Option<&'a BatchProgress<'r>> {
+pub fn halted_at<'a, 'r>(
+    progress: &'a [BatchProgress<'r>],
+    max_failure_ratio: f64,
+) -> Option<&'a BatchProgress<'r>> {
     progress.iter().find(|b| b.exceeds(max_failure_ratio))
 }

@@ -109,7 +109,10 @@ pub enum Verdict {
     ReportHealthy,
     /// Go back to an earlier set (rule 6); `to` is `None` when the engine's kept
     /// previous containers are the only way back.
-    Restore { to: Option<ImageSetId>, reason: RestoreReason },
+    Restore {
+        to: Option<ImageSetId>,
+        reason: RestoreReason,
+    },
     /// This node already failed or rolled back this release; a new commit clears it.
     Settled { state: NodeState },
     /// The release halted in `batch`; this node does not start it.
@@ -122,7 +125,9 @@ impl Verdict {
         match self {
             Verdict::Reject { .. } => NodeState::Rejected,
             Verdict::InSync | Verdict::Held | Verdict::ReportHealthy => NodeState::Healthy,
-            Verdict::WaitBatch { .. } | Verdict::WaitBake { .. } | Verdict::WaitSlot { .. } => NodeState::WaitingBatch,
+            Verdict::WaitBatch { .. } | Verdict::WaitBake { .. } | Verdict::WaitSlot { .. } => {
+                NodeState::WaitingBatch
+            }
             Verdict::WaitWindow { .. } => NodeState::WaitingWindow,
             Verdict::Converge { .. } => NodeState::Converging,
             Verdict::Monitor { .. } => NodeState::Monitoring,
@@ -144,7 +149,10 @@ impl Verdict {
     pub fn prepull(&self) -> bool {
         matches!(
             self,
-            Verdict::WaitBatch { .. } | Verdict::WaitBake { .. } | Verdict::WaitSlot { .. } | Verdict::WaitWindow { .. }
+            Verdict::WaitBatch { .. }
+                | Verdict::WaitBake { .. }
+                | Verdict::WaitSlot { .. }
+                | Verdict::WaitWindow { .. }
         )
     }
 
@@ -157,13 +165,24 @@ impl Verdict {
                 t.format("%Y-%m-%d %H:%M UTC")
             )
         };
-        let names = |ids: &mut dyn Iterator<Item = &NodeId>| ids.map(|n| n.0.as_str()).collect::<Vec<_>>().join(", ");
+        let names = |ids: &mut dyn Iterator<Item = &NodeId>| {
+            ids.map(|n| n.0.as_str()).collect::<Vec<_>>().join(", ")
+        };
         match self {
             Verdict::Reject { reason } => format!("release rejected: {reason}"),
             Verdict::InSync => "in sync".to_string(),
             Verdict::Held => "held (hold = true): not taking new releases".to_string(),
-            Verdict::WaitBatch { batch, blocking, stale } => {
-                let pending = names(&mut blocking.iter().filter(|b| b.state.is_none()).map(|b| &b.node));
+            Verdict::WaitBatch {
+                batch,
+                blocking,
+                stale,
+            } => {
+                let pending = names(
+                    &mut blocking
+                        .iter()
+                        .filter(|b| b.state.is_none())
+                        .map(|b| &b.node),
+                );
                 let working: Vec<String> = blocking
                     .iter()
                     .filter_map(|b| b.state.map(|s| format!("{} ({s})", b.node)))
@@ -180,27 +199,48 @@ impl Verdict {
                 }
                 parts.join("; ")
             }
-            Verdict::WaitBake { until } => format!("earlier batches done; baking until {}", both(until)),
-            Verdict::WaitSlot { holders, max } => {
-                format!("all {max} slots of the batch taken by: {}", names(&mut holders.iter()))
+            Verdict::WaitBake { until } => {
+                format!("earlier batches done; baking until {}", both(until))
             }
-            Verdict::WaitWindow { window, opens_at: Some(t) } => format!("window `{window}` opens {}", both(t)),
-            Verdict::WaitWindow { window, opens_at: None } => format!("window `{window}` never opens again"),
-            Verdict::Converge { rollback: true, .. } => "rolling back to a set this node ran healthy".to_string(),
+            Verdict::WaitSlot { holders, max } => {
+                format!(
+                    "all {max} slots of the batch taken by: {}",
+                    names(&mut holders.iter())
+                )
+            }
+            Verdict::WaitWindow {
+                window,
+                opens_at: Some(t),
+            } => format!("window `{window}` opens {}", both(t)),
+            Verdict::WaitWindow {
+                window,
+                opens_at: None,
+            } => format!("window `{window}` never opens again"),
+            Verdict::Converge { rollback: true, .. } => {
+                "rolling back to a set this node ran healthy".to_string()
+            }
             Verdict::Converge { .. } => "converging".to_string(),
-            Verdict::Monitor { deadline: Some(t) } => format!("holding the health gate; decides by {}", both(t)),
+            Verdict::Monitor { deadline: Some(t) } => {
+                format!("holding the health gate; decides by {}", both(t))
+            }
             Verdict::Monitor { deadline: None } => "holding the health gate".to_string(),
             Verdict::ReportHealthy => "health gate passed".to_string(),
             Verdict::Restore {
                 reason: RestoreReason::GateFailed { service, reason },
                 ..
-            } => format!("health gate failed: service `{service}`: {reason}; previous containers restored"),
+            } => format!(
+                "health gate failed: service `{service}`: {reason}; previous containers restored"
+            ),
             Verdict::Restore {
                 reason: RestoreReason::Halted { batch },
                 ..
             } => format!("release halted in batch `{batch}`; rolled back to the last healthy set"),
-            Verdict::Settled { state } => format!("{state} on this release; waiting for a new commit on the release branch"),
-            Verdict::Halted { batch } => format!("release halted: too many failures in batch `{batch}`"),
+            Verdict::Settled { state } => {
+                format!("{state} on this release; waiting for a new commit on the release branch")
+            }
+            Verdict::Halted { batch } => {
+                format!("release halted: too many failures in batch `{batch}`")
+            }
         }
     }
 }
@@ -220,14 +260,19 @@ impl From<Verdict> for Decision {
             Verdict::Monitor { deadline } => *deadline,
             _ => None,
         };
-        Decision { verdict, recheck_at }
+        Decision {
+            verdict,
+            recheck_at,
+        }
     }
 }
 
 /// A slot claim older than this is stale and frees its slot (rule 2).
 fn claim_lifetime(fleet: &Fleet) -> TimeDelta {
-    TimeDelta::from_std(fleet.rollout.health_timeout + fleet.rollout.monitor + std::time::Duration::from_secs(300))
-        .unwrap_or(TimeDelta::MAX)
+    TimeDelta::from_std(
+        fleet.rollout.health_timeout + fleet.rollout.monitor + std::time::Duration::from_secs(300),
+    )
+    .unwrap_or(TimeDelta::MAX)
 }
 
 /// Decides what the node does now. Pure: same inputs, same decision.
@@ -239,7 +284,11 @@ pub fn decide(inputs: &Inputs) -> Decision {
             }
             .into();
         }
-        Desired::Admitted { release, fleet, images } => (release, fleet, images),
+        Desired::Admitted {
+            release,
+            fleet,
+            images,
+        } => (release, fleet, images),
     };
     let local = inputs.local;
     let me = inputs.node;
@@ -269,7 +318,8 @@ pub fn decide(inputs: &Inputs) -> Decision {
     }
 
     if runs_desired {
-        let healthy_here = own.is_some_and(|r| r.state == NodeState::Healthy && &r.images == desired);
+        let healthy_here =
+            own.is_some_and(|r| r.state == NodeState::Healthy && &r.images == desired);
         if healthy_here {
             return Verdict::InSync.into();
         }
@@ -282,8 +332,12 @@ pub fn decide(inputs: &Inputs) -> Decision {
                     reason: reason.clone(),
                 },
             },
-            Some(GateVerdict::Pending { deadline }) => Verdict::Monitor { deadline: Some(*deadline) },
-            Some(GateVerdict::Holding { until }) => Verdict::Monitor { deadline: Some(*until) },
+            Some(GateVerdict::Pending { deadline }) => Verdict::Monitor {
+                deadline: Some(*deadline),
+            },
+            Some(GateVerdict::Holding { until }) => Verdict::Monitor {
+                deadline: Some(*until),
+            },
             None => Verdict::Monitor { deadline: None },
         }
         .into();
@@ -323,7 +377,10 @@ pub fn decide(inputs: &Inputs) -> Decision {
         }
     }
     let bake = TimeDelta::from_std(fleet.rollout.bake).unwrap_or(TimeDelta::MAX);
-    if let Some(done) = progress[..mine].iter().filter_map(|b| b.finished_at()).max()
+    if let Some(done) = progress[..mine]
+        .iter()
+        .filter_map(|b| b.finished_at())
+        .max()
         && let Some(until) = done.checked_add_signed(bake)
         && until > inputs.now
     {
@@ -332,7 +389,9 @@ pub fn decide(inputs: &Inputs) -> Decision {
 
     // Window (rule 3), in the node's own timezone.
     let batch = &fleet.batches[mine];
-    if let WindowState::Closed { opens_at } = window::state_at(&batch.window, inputs.timezone, inputs.now) {
+    if let WindowState::Closed { opens_at } =
+        window::state_at(&batch.window, inputs.timezone, inputs.now)
+    {
         return Verdict::WaitWindow {
             window: batch.window.name().to_string(),
             opens_at,
@@ -361,4 +420,348 @@ pub fn decide(inputs: &Inputs) -> Decision {
         claim_slot: fleet.rollout.max_parallel.is_some(),
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::fleet::NodeFacts;
+    use crate::core::testkit::{fleet, record, set, t};
+    use NodeState::*;
+
+    const R: &str = "r2";
+
+    fn decide_for(
+        fleet: &Fleet,
+        node: &str,
+        records: &[StatusRecord],
+        local: &LocalFacts,
+    ) -> Verdict {
+        let node = NodeId::from(node);
+        let images = set('b');
+        decide(&Inputs {
+            desired: Desired::Admitted {
+                release: R,
+                fleet,
+                images: &images,
+            },
+            node: &node,
+            timezone: chrono_tz::Europe::Berlin,
+            records,
+            local,
+            now: t(10_000),
+        })
+        .verdict
+    }
+
+    fn running(c: char) -> LocalFacts {
+        LocalFacts {
+            running: Some(set(c)),
+            known_good: vec![set('a')],
+            gate: None,
+        }
+    }
+
+    fn three_batches() -> Fleet {
+        fleet(&[
+            ("canary", &["eu-1", "us-1"]),
+            ("eu", &["eu-*"]),
+            ("americas", &["us-*", "br-*"]),
+        ])
+    }
+
+    #[test]
+    fn rejected_tip_changes_nothing() {
+        let f = three_batches();
+        let node = NodeId::from("eu-1");
+        let d = decide(&Inputs {
+            desired: Desired::Rejected {
+                release: R,
+                reason: "unpinned image",
+            },
+            node: &node,
+            timezone: chrono_tz::UTC,
+            records: &[],
+            local: &running('a'),
+            now: t(0),
+        });
+        assert_eq!(d.verdict.state(), Rejected);
+        assert!(d.verdict.message(chrono_tz::UTC).contains("unpinned image"));
+    }
+
+    #[test]
+    fn canary_goes_first_and_later_batches_wait_for_it() {
+        let f = three_batches();
+        assert_eq!(
+            decide_for(&f, "eu-1", &[], &running('a')),
+            Verdict::Converge {
+                rollback: false,
+                claim_slot: false
+            }
+        );
+        let records = [record("eu-1", R, &set('b'), Monitoring, t(9_000))];
+        match decide_for(&f, "eu-2", &records, &running('a')) {
+            Verdict::WaitBatch {
+                batch, blocking, ..
+            } => {
+                assert_eq!(batch, "canary");
+                assert_eq!(
+                    blocking,
+                    vec![
+                        Blocker {
+                            node: "eu-1".into(),
+                            state: Some(Monitoring)
+                        },
+                        Blocker {
+                            node: "us-1".into(),
+                            state: None
+                        }
+                    ]
+                );
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_finished_batch_releases_the_next_but_not_the_one_after() {
+        let f = three_batches();
+        let records = [
+            record("eu-1", R, &set('b'), Healthy, t(9_000)),
+            record("us-1", R, &set('b'), Healthy, t(9_000)),
+        ];
+        assert!(matches!(
+            decide_for(&f, "eu-2", &records, &running('a')),
+            Verdict::Converge { .. }
+        ));
+        let records = [
+            records[0].clone(),
+            records[1].clone(),
+            record("eu-2", "r1", &set('a'), Healthy, t(9_000)),
+        ];
+        match decide_for(&f, "br-1", &records, &running('a')) {
+            Verdict::WaitBatch {
+                batch, blocking, ..
+            } => {
+                assert_eq!(batch, "eu");
+                assert_eq!(blocking[0].node.as_str(), "eu-2");
+            }
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn healthy_for_the_same_images_under_another_commit_counts() {
+        let f = three_batches();
+        let records = [
+            record("eu-1", "r1", &set('b'), Healthy, t(9_000)),
+            record("us-1", "r1", &set('b'), Healthy, t(9_000)),
+        ];
+        assert!(matches!(
+            decide_for(&f, "eu-2", &records, &running('a')),
+            Verdict::Converge { .. }
+        ));
+    }
+
+    #[test]
+    fn failures_within_the_ratio_finish_the_batch_above_it_halt() {
+        let mut f = three_batches();
+        f.rollout.max_failure_ratio = 0.5;
+        let records = [
+            record("eu-1", R, &set('b'), Failed, t(9_000)),
+            record("us-1", R, &set('b'), Healthy, t(9_000)),
+        ];
+        assert!(matches!(
+            decide_for(&f, "eu-2", &records, &running('a')),
+            Verdict::Converge { .. }
+        ));
+        f.nodes.insert(
+            "eu-1".into(),
+            NodeFacts {
+                weight: 3,
+                ..NodeFacts::default()
+            },
+        );
+        assert_eq!(
+            decide_for(&f, "eu-2", &records, &running('a')),
+            Verdict::Halted {
+                batch: "canary".into()
+            }
+        );
+    }
+
+    #[test]
+    fn halt_rolls_back_appliers_or_pauses() {
+        let mut f = three_batches();
+        let records = [
+            record("eu-1", R, &set('b'), Failed, t(9_000)),
+            record("us-1", R, &set('b'), Healthy, t(9_000)),
+        ];
+        assert_eq!(
+            decide_for(&f, "us-1", &records, &running('b')),
+            Verdict::Restore {
+                to: Some(set('a')),
+                reason: RestoreReason::Halted {
+                    batch: "canary".into()
+                }
+            }
+        );
+        assert_eq!(
+            decide_for(&f, "eu-2", &records, &running('a')).state(),
+            Halted
+        );
+        assert_eq!(
+            decide_for(&f, "eu-1", &records, &running('a')),
+            Verdict::Settled { state: Failed }
+        );
+        f.rollout.failure_action = FailureAction::Pause;
+        assert_eq!(
+            decide_for(&f, "us-1", &records, &running('b')).state(),
+            Halted
+        );
+    }
+
+    #[test]
+    fn a_new_commit_clears_the_halt() {
+        let f = three_batches();
+        let records = [
+            record("eu-1", "r1", &set('b'), Failed, t(9_000)),
+            record("us-1", "r1", &set('b'), Healthy, t(9_000)),
+        ];
+        assert!(matches!(
+            decide_for(&f, "eu-1", &records, &running('a')),
+            Verdict::Converge { .. }
+        ));
+        assert!(matches!(
+            decide_for(&f, "eu-2", &records, &running('a')),
+            Verdict::WaitBatch { .. }
+        ));
+    }
+
+    #[test]
+    fn revert_to_a_known_good_set_ignores_batches_and_holds() {
+        let mut f = three_batches();
+        f.nodes.insert(
+            "br-1".into(),
+            NodeFacts {
+                hold: true,
+                ..NodeFacts::default()
+            },
+        );
+        let local = LocalFacts {
+            running: Some(set('c')),
+            known_good: vec![set('b'), set('c')],
+            gate: None,
+        };
+        assert_eq!(
+            decide_for(&f, "br-1", &[], &local),
+            Verdict::Converge {
+                rollback: true,
+                claim_slot: false
+            }
+        );
+        assert_eq!(decide_for(&f, "br-1", &[], &running('a')), Verdict::Held);
+    }
+
+    #[test]
+    fn held_and_stale_nodes_do_not_hold_their_batch_but_pending_ones_do() {
+        let mut f = three_batches();
+        f.rollout.stale_after = Duration::from_secs(3600);
+        f.nodes.insert(
+            "us-1".into(),
+            NodeFacts {
+                hold: true,
+                ..NodeFacts::default()
+            },
+        );
+        let records = [record("eu-1", R, &set('b'), Healthy, t(9_000))];
+        assert!(matches!(
+            decide_for(&f, "eu-2", &records, &running('a')),
+            Verdict::Converge { .. }
+        ));
+        f.nodes.clear();
+        let records = [
+            record("eu-1", R, &set('b'), Healthy, t(9_000)),
+            record("us-1", "r1", &set('a'), Healthy, t(10_000 - 3601)),
+        ];
+        assert!(matches!(
+            decide_for(&f, "eu-2", &records, &running('a')),
+            Verdict::Converge { .. }
+        ));
+        assert!(matches!(
+            decide_for(&f, "eu-2", &records[..1], &running('a')),
+            Verdict::WaitBatch { .. }
+        ));
+    }
+
+    #[test]
+    fn bake_delays_the_next_batch() {
+        let mut f = three_batches();
+        f.rollout.bake = Duration::from_secs(1800);
+        let records = [
+            record("eu-1", R, &set('b'), Healthy, t(9_000)),
+            record("us-1", R, &set('b'), Healthy, t(9_500)),
+        ];
+        let d = Decision::from(decide_for(&f, "eu-2", &records, &running('a')));
+        assert_eq!(d.verdict, Verdict::WaitBake { until: t(11_300) });
+        assert_eq!(d.recheck_at, Some(t(11_300)));
+    }
+
+    #[test]
+    fn max_parallel_slots_count_fresh_claims_only() {
+        let mut f = fleet(&[("eu", &["eu-*"])]);
+        f.rollout.max_parallel = Some(2);
+        let claims = [
+            record("eu-1", R, &set('b'), Converging, t(9_900)),
+            record("eu-2", R, &set('b'), Monitoring, t(9_900)),
+        ];
+        match decide_for(&f, "eu-3", &claims, &running('a')) {
+            Verdict::WaitSlot { holders, max } => {
+                assert_eq!(max, 2);
+                assert_eq!(holders.len(), 2);
+            }
+            v => panic!("{v:?}"),
+        }
+        // A claim older than health_timeout + monitor + 5m (= 11m by default) is stale.
+        let old = [
+            claims[0].clone(),
+            record("eu-2", R, &set('b'), Monitoring, t(10_000 - 661)),
+        ];
+        assert_eq!(
+            decide_for(&f, "eu-3", &old, &running('a')),
+            Verdict::Converge {
+                rollback: false,
+                claim_slot: true
+            }
+        );
+    }
+
+    #[test]
+    fn the_gate_verdict_drives_monitor_report_and_restore() {
+        let f = three_batches();
+        let mut local = running('b');
+        assert_eq!(
+            decide_for(&f, "eu-1", &[], &local),
+            Verdict::Monitor { deadline: None }
+        );
+        local.gate = Some(GateVerdict::Holding { until: t(10_060) });
+        let d = Decision::from(decide_for(&f, "eu-1", &[], &local));
+        assert_eq!(d.recheck_at, Some(t(10_060)));
+        local.gate = Some(GateVerdict::Passed);
+        assert_eq!(decide_for(&f, "eu-1", &[], &local), Verdict::ReportHealthy);
+        local.gate = Some(GateVerdict::Failed {
+            service: "api".into(),
+            reason: "unhealthy".into(),
+        });
+        let v = decide_for(&f, "eu-1", &[], &local);
+        assert_eq!(v.state(), Failed);
+        assert!(v.message(chrono_tz::UTC).contains("`api`"));
+        let healthy = [record("eu-1", "r1", &set('b'), Healthy, t(9_000))];
+        assert_eq!(
+            decide_for(&f, "eu-1", &healthy, &running('b')),
+            Verdict::InSync
+        );
+    }
 }

@@ -37,11 +37,18 @@ pub enum HealthCheck {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GateVerdict {
     /// Not all healthy yet; fails at `deadline` unless they become healthy.
-    Pending { deadline: DateTime<Utc> },
+    Pending {
+        deadline: DateTime<Utc>,
+    },
     /// All healthy since `healthy_since`; passes at `until` if it stays so.
-    Holding { until: DateTime<Utc> },
+    Holding {
+        until: DateTime<Utc>,
+    },
     Passed,
-    Failed { service: String, reason: String },
+    Failed {
+        service: String,
+        reason: String,
+    },
 }
 
 fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
@@ -75,7 +82,11 @@ pub fn evaluate(
             return failed(format!("container restarted {} time(s)", s.restarts));
         }
         if s.check == HealthCheck::Unhealthy {
-            let log = s.last_log.as_deref().map(|l| format!(": {l}")).unwrap_or_default();
+            let log = s
+                .last_log
+                .as_deref()
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
             return failed(format!("HEALTHCHECK reports unhealthy{log}"));
         }
         if healthy_since.is_some()
@@ -114,9 +125,15 @@ pub fn evaluate(
                         Some(Err(why)) => format!("probe failing: {why}"),
                         _ => "HEALTHCHECK still starting".to_string(),
                     };
-                    (s.service.clone(), format!("not healthy within health_timeout ({why})"))
+                    (
+                        s.service.clone(),
+                        format!("not healthy within health_timeout ({why})"),
+                    )
                 }
-                None => (String::new(), "not healthy within health_timeout".to_string()),
+                None => (
+                    String::new(),
+                    "not healthy within health_timeout".to_string(),
+                ),
             };
             GateVerdict::Failed { service, reason }
         }
@@ -148,12 +165,18 @@ mod tests {
 
     #[test]
     fn waits_then_holds_then_passes() {
-        let starting = [svc("api", HealthCheck::Starting), svc("db", HealthCheck::None)];
+        let starting = [
+            svc("api", HealthCheck::Starting),
+            svc("db", HealthCheck::None),
+        ];
         assert_eq!(
             evaluate(&starting, t(0), None, t(10), TIMEOUT, MONITOR),
             GateVerdict::Pending { deadline: t(300) }
         );
-        let healthy = [svc("api", HealthCheck::Healthy), svc("db", HealthCheck::None)];
+        let healthy = [
+            svc("api", HealthCheck::Healthy),
+            svc("db", HealthCheck::None),
+        ];
         assert_eq!(
             evaluate(&healthy, t(0), None, t(20), TIMEOUT, MONITOR),
             GateVerdict::Holding { until: t(80) }
@@ -162,7 +185,10 @@ mod tests {
             evaluate(&healthy, t(0), Some(t(20)), t(79), TIMEOUT, MONITOR),
             GateVerdict::Holding { until: t(80) }
         );
-        assert_eq!(evaluate(&healthy, t(0), Some(t(20)), t(80), TIMEOUT, MONITOR), GateVerdict::Passed);
+        assert_eq!(
+            evaluate(&healthy, t(0), Some(t(20)), t(80), TIMEOUT, MONITOR),
+            GateVerdict::Passed
+        );
     }
 
     #[test]
@@ -180,14 +206,27 @@ mod tests {
         }
         let mut exited = svc("db", HealthCheck::None);
         exited.running = false;
-        assert!(matches!(evaluate(&[exited], t(0), Some(t(1)), t(5), TIMEOUT, MONITOR), GateVerdict::Failed { .. }));
+        assert!(matches!(
+            evaluate(&[exited], t(0), Some(t(1)), t(5), TIMEOUT, MONITOR),
+            GateVerdict::Failed { .. }
+        ));
         let mut restarted = svc("db", HealthCheck::Healthy);
         restarted.restarts = 1;
-        assert!(matches!(evaluate(&[restarted], t(0), Some(t(1)), t(5), TIMEOUT, MONITOR), GateVerdict::Failed { .. }));
+        assert!(matches!(
+            evaluate(&[restarted], t(0), Some(t(1)), t(5), TIMEOUT, MONITOR),
+            GateVerdict::Failed { .. }
+        ));
         let mut probe = svc("web", HealthCheck::None);
         probe.probe = Some(Err("HTTP 500".into()));
         assert_eq!(
-            evaluate(std::slice::from_ref(&probe), t(0), None, t(5), TIMEOUT, MONITOR),
+            evaluate(
+                std::slice::from_ref(&probe),
+                t(0),
+                None,
+                t(5),
+                TIMEOUT,
+                MONITOR
+            ),
             GateVerdict::Pending { deadline: t(300) }
         );
         match evaluate(&[probe], t(0), None, t(300), TIMEOUT, MONITOR) {
@@ -202,6 +241,9 @@ mod tests {
     #[test]
     fn zero_monitor_passes_at_first_healthy_sight() {
         let healthy = [svc("api", HealthCheck::Healthy)];
-        assert_eq!(evaluate(&healthy, t(0), None, t(1), TIMEOUT, Duration::ZERO), GateVerdict::Passed);
+        assert_eq!(
+            evaluate(&healthy, t(0), None, t(1), TIMEOUT, Duration::ZERO),
+            GateVerdict::Passed
+        );
     }
 }

@@ -9,3 +9,6 @@ pub mod decide;
 pub mod gate;
 pub mod status;
 pub mod window;
+
+#[cfg(test)]
+pub(crate) mod testkit;

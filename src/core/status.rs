@@ -93,7 +93,10 @@ impl StatusRecord {
 
     pub fn from_toml(text: &str) -> Result<Self, String> {
         if text.len() > MAX_RECORD_BYTES {
-            return Err(format!("record is {} bytes; the limit is {MAX_RECORD_BYTES}", text.len()));
+            return Err(format!(
+                "record is {} bytes; the limit is {MAX_RECORD_BYTES}",
+                text.len()
+            ));
         }
         toml::from_str(text).map_err(|e| e.message().to_string())
     }
@@ -127,7 +130,11 @@ mod toml_datetime {
         };
         DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| D::Error::custom(format!("`{text}` is not an RFC 3339 instant with offset: {e}")))
+            .map_err(|e| {
+                D::Error::custom(format!(
+                    "`{text}` is not an RFC 3339 instant with offset: {e}"
+                ))
+            })
     }
 }
 
@@ -136,7 +143,9 @@ mod tests {
     use super::*;
 
     fn record() -> StatusRecord {
-        let t = DateTime::parse_from_rfc3339("2026-11-22T02:00:03Z").unwrap().with_timezone(&Utc);
+        let t = DateTime::parse_from_rfc3339("2026-11-22T02:00:03Z")
+            .unwrap()
+            .with_timezone(&Utc);
         StatusRecord {
             node: NodeId::from("eu-1"),
             batch: "eu".into(),
@@ -160,14 +169,23 @@ mod tests {
 
     #[test]
     fn reads_quoted_instants_and_ignores_unknown_keys() {
-        let text = record().to_toml().replace("since = 2026-11-22T02:00:03Z", "since = \"2026-11-22T03:00:03+01:00\"")
-            + "future_key = 1\n";
+        let text = record().to_toml().replace(
+            "since = 2026-11-22T02:00:03Z",
+            "since = \"2026-11-22T03:00:03+01:00\"",
+        ) + "future_key = 1\n";
         assert_eq!(StatusRecord::from_toml(&text).unwrap(), record());
     }
 
     #[test]
     fn hostile_records_are_errors_not_panics() {
-        for text in ["", "state = \"exploded\"", "since = 5", &"x".repeat(MAX_RECORD_BYTES + 1), "[[[", "since = 1979-05-27"] {
+        for text in [
+            "",
+            "state = \"exploded\"",
+            "since = 5",
+            &"x".repeat(MAX_RECORD_BYTES + 1),
+            "[[[",
+            "since = 1979-05-27",
+        ] {
             assert!(StatusRecord::from_toml(text).is_err(), "{text:.40}");
         }
     }
