@@ -7,7 +7,9 @@
 pub mod batch;
 pub mod decide;
 pub mod gate;
+pub mod plan;
 pub mod status;
+pub mod summary;
 pub mod window;
 
 #[cfg(test)]
