@@ -2,6 +2,9 @@
 //!
 //! - [`config`]: a fleet repository → validated [`config::fleet::Fleet`] (or diagnostics).
 //! - [`core`]: pure decisions over plain data (no I/O, no clock, no Git, no Docker).
+//! - [`cli`] and [`commands`]: the command line; `main.rs` only dispatches.
 
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod core;

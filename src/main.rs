@@ -1,1 +1,13 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use gitfleet::cli::{Cli, Command};
+use gitfleet::commands;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match &cli.command {
+        Command::Check(args) => commands::check::run(args),
+    };
+    ExitCode::from(code)
+}

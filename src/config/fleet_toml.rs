@@ -97,13 +97,14 @@ pub fn read_fleet(root: &TableReader, diags: &mut Diagnostics) -> Option<(Fleet,
     let windows = root
         .table("windows", diags)
         .map(|t| read_windows(&t, diags))
-        .unwrap_or_default();
+        .unwrap_or(Windows {
+            valid: BTreeMap::new(),
+            declared: Vec::new(),
+        });
     let (rollout, batch_order, default_window) = match root.table("rollout", diags) {
-        Some(t) => read_rollout(&t, &mut spans, diags),
-        None => (Rollout::default(), Vec::new(), None),
+        Some(t) => read_rollout(&t, &windows, &mut spans, diags),
+        None => (Rollout::default(), Vec::new(), Window::Always),
     };
-    let default_window =
-        resolve_window(root, default_window.as_ref(), &windows, diags).unwrap_or(Window::Always);
     let batches = match root.table("batches", diags) {
         Some(t) => read_batches(
             &t,
@@ -276,8 +277,16 @@ fn read_images(
     images
 }
 
-fn read_windows(t: &TableReader, diags: &mut Diagnostics) -> BTreeMap<String, ScheduledWindow> {
+/// The `[windows.*]` sections: valid ones, plus the names of invalid ones (already
+/// reported) so that batches naming them do not get a second, misleading error.
+struct Windows {
+    valid: BTreeMap<String, ScheduledWindow>,
+    declared: Vec<String>,
+}
+
+fn read_windows(t: &TableReader, diags: &mut Diagnostics) -> Windows {
     let mut windows = BTreeMap::new();
+    let declared = t.entries().map(|(name, _, _)| name.to_string()).collect();
     for (name, span, _) in t.entries() {
         if name == "always" {
             diags.push(
@@ -339,14 +348,18 @@ fn read_windows(t: &TableReader, diags: &mut Diagnostics) -> BTreeMap<String, Sc
             );
         }
     }
-    windows
+    Windows {
+        valid: windows,
+        declared,
+    }
 }
 
 fn read_rollout(
     t: &TableReader,
+    windows: &Windows,
     spans: &mut Spans,
     diags: &mut Diagnostics,
-) -> (Rollout, Vec<Located<String>>, Option<Located<String>>) {
+) -> (Rollout, Vec<Located<String>>, Window) {
     t.deny_unknown(ROLLOUT_KEYS, diags);
     let mut rollout = Rollout::default();
     let mut durations = [
@@ -450,6 +463,7 @@ fn read_rollout(
         seen.push(&b.value);
     }
     let window = t.string("window", "\"nightly\"", diags);
+    let window = resolve_window(t, window.as_ref(), windows, diags).unwrap_or(Window::Always);
     (rollout, batches, window)
 }
 
@@ -457,18 +471,25 @@ fn read_rollout(
 fn resolve_window(
     t: &TableReader,
     name: Option<&Located<String>>,
-    windows: &BTreeMap<String, ScheduledWindow>,
+    windows: &Windows,
     diags: &mut Diagnostics,
 ) -> Option<Window> {
     let name = name?;
     if name.value == "always" {
         return Some(Window::Always);
     }
-    if let Some(w) = windows.get(&name.value) {
+    if let Some(w) = windows.valid.get(&name.value) {
         return Some(Window::Scheduled(w.clone()));
     }
+    if windows.declared.contains(&name.value) {
+        return None;
+    }
     let key = name.key.rsplit('.').next().unwrap_or("window");
-    let candidates = windows.keys().map(String::as_str).chain(["always"]);
+    let candidates = windows
+        .declared
+        .iter()
+        .map(String::as_str)
+        .chain(["always"]);
     let mut d = t.error(
         key,
         name.span.clone(),
@@ -500,7 +521,7 @@ fn read_batches(
     t: &TableReader,
     order: &[Located<String>],
     default_window: &Window,
-    windows: &BTreeMap<String, ScheduledWindow>,
+    windows: &Windows,
     spans: &mut Spans,
     diags: &mut Diagnostics,
 ) -> Vec<Batch> {

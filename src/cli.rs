@@ -1,0 +1,48 @@
+//! The command line: clap definitions only. Validation of what the flags mean happens in
+//! the commands; parsing errors (exit code 2) are clap's.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Keep a fleet of Docker Compose nodes at the image digests pinned in Git.
+///
+/// Operators merge fleet.toml changes to the release branch; every node's agent rolls the
+/// change out in health-gated batches inside its own maintenance window and reports to
+/// the status branch.
+#[derive(Debug, Parser)]
+#[command(name = "gitfleet", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a fleet repository working tree: fleet.toml, the compose file, the policy.
+    ///
+    /// Every problem is reported at once, with file, key, line and a fix. Exit codes:
+    /// 0 valid, 1 invalid, 2 usage error. Run it in pull-request CI.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The fleet repository's root (where fleet.toml is).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Output for people (`human`) or for tools (`json`, on stdout).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+
+    /// Interpolate the compose file as this node would (`GITFLEET_NODE`, `GITFLEET_BATCH`).
+    #[arg(long, value_name = "ID", default_value = "check")]
+    pub node: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
