@@ -210,7 +210,7 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
 pub enum Window {
     /// The built-in window `always`.
     Always,
-    Scheduled(ScheduledWindow),
+    Scheduled(Box<ScheduledWindow>),
 }
 
 /// A named `[windows.<name>]`: a cron schedule in the node's timezone and a duration.

@@ -479,7 +479,7 @@ fn resolve_window(
         return Some(Window::Always);
     }
     if let Some(w) = windows.valid.get(&name.value) {
-        return Some(Window::Scheduled(w.clone()));
+        return Some(Window::Scheduled(Box::new(w.clone())));
     }
     if windows.declared.contains(&name.value) {
         return None;

@@ -474,7 +474,6 @@ mod tests {
 
     #[test]
     fn rejected_tip_changes_nothing() {
-        let f = three_batches();
         let node = NodeId::from("eu-1");
         let d = decide(&Inputs {
             desired: Desired::Rejected {
