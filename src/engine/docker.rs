@@ -1,0 +1,287 @@
+//! The Docker Engine API adapter (bollard): the only place that talks to dockerd.
+//!
+//! Found as the Docker CLI finds the engine: `DOCKER_HOST`, else the default socket. The
+//! API version is negotiated, so Debian's older engines (API 1.41) work as well as new ones.
+
+use std::collections::HashMap;
+
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::models::{ContainerSummary, EventMessage};
+use bollard::query_parameters::{CreateImageOptions, EventsOptions, ListContainersOptions};
+use futures_util::{Stream, TryStreamExt};
+
+use crate::config::fleet::PinnedImage;
+
+/// Compose's label naming the project a container, network or volume belongs to.
+pub const PROJECT_LABEL: &str = "com.docker.compose.project";
+pub const SERVICE_LABEL: &str = "com.docker.compose.service";
+pub const CONFIG_HASH_LABEL: &str = "com.docker.compose.config-hash";
+
+/// What went wrong talking to the engine, phrased for an operator.
+#[derive(Debug)]
+pub enum EngineError {
+    /// The engine cannot be reached at all.
+    Unreachable { host: String, reason: String },
+    /// Every source of an image failed (the registry and each mirror).
+    Pull {
+        image: String,
+        attempts: Vec<(String, String)>,
+    },
+    /// The local image does not carry the pinned digest.
+    DigestMismatch { image: String, found: Vec<String> },
+    /// Any other API call failed.
+    Api { action: String, reason: String },
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Unreachable { host, reason } => write!(
+                f,
+                "cannot reach the Docker engine at {host}: {reason} (is dockerd running? set DOCKER_HOST to its socket)"
+            ),
+            EngineError::Pull { image, attempts } => {
+                write!(f, "cannot pull {image}:")?;
+                for (source, why) in attempts {
+                    write!(f, " [{source}: {why}]")?;
+                }
+                write!(
+                    f,
+                    " (check the registry is up and reachable, credentials in ~/.docker/config.json, or add a mirror under [registries])"
+                )
+            }
+            EngineError::DigestMismatch { image, found } => write!(
+                f,
+                "pulled {image}, but the local image carries digests {found:?}, not the pinned one; the release is refused"
+            ),
+            EngineError::Api { action, reason } => {
+                write!(f, "Docker engine refused to {action}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+fn api(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+    let action = action.into();
+    move |e| EngineError::Api {
+        action,
+        reason: e.to_string(),
+    }
+}
+
+/// A connection to one Docker engine.
+#[derive(Clone)]
+pub struct DockerEngine {
+    client: Docker,
+    host: String,
+}
+
+impl DockerEngine {
+    /// Connects as the Docker CLI does and negotiates the API version.
+    pub async fn connect() -> Result<Self, EngineError> {
+        let host = std::env::var("DOCKER_HOST")
+            .unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+        let unreachable = |reason: String| EngineError::Unreachable {
+            host: host.clone(),
+            reason,
+        };
+        let client = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+        let client = client
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        client
+            .ping()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(DockerEngine { client, host })
+    }
+
+    pub fn client(&self) -> &Docker {
+        &self.client
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Every container of the Compose project, running or not.
+    pub async fn list_project(&self, project: &str) -> Result<Vec<ContainerSummary>, EngineError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{PROJECT_LABEL}={project}")],
+        )]);
+        self.client
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(api(format!("list the containers of project {project}")))
+    }
+
+    /// The engine's events for the project's containers (start, die, health_status, …).
+    pub fn project_events(
+        &self,
+        project: &str,
+    ) -> impl Stream<Item = Result<EventMessage, EngineError>> + use<> {
+        let filters = HashMap::from([
+            (
+                "label".to_string(),
+                vec![format!("{PROJECT_LABEL}={project}")],
+            ),
+            ("type".to_string(), vec!["container".to_string()]),
+        ]);
+        self.client
+            .events(Some(EventsOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .map_err(|e| EngineError::Api {
+                action: "stream events".to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Whether the pinned image is present locally under `reference`.
+    pub async fn has_image(&self, reference: &str, image: &PinnedImage) -> bool {
+        match self.client.inspect_image(reference).await {
+            Ok(inspect) => {
+                carries_digest(inspect.repo_digests.as_deref().unwrap_or_default(), image)
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Pulls `image` by digest, from its registry and then from each of `mirrors`, and
+    /// checks the local image carries the pinned digest. Returns the reference the image
+    /// is known by locally (the mirror's, when a mirror served it). Never touches
+    /// containers.
+    pub async fn pull(
+        &self,
+        image: &PinnedImage,
+        mirrors: &[String],
+    ) -> Result<String, EngineError> {
+        let mut attempts = Vec::new();
+        for reference in sources(image, mirrors) {
+            if self.has_image(&reference, image).await {
+                return Ok(reference);
+            }
+            let options = CreateImageOptions {
+                from_image: Some(reference.clone()),
+                ..Default::default()
+            };
+            let pulled = self
+                .client
+                .create_image(Some(options), None, credentials_for(&reference))
+                .try_for_each(|_| async { Ok(()) })
+                .await;
+            match pulled {
+                Ok(()) => {
+                    let inspect = self
+                        .client
+                        .inspect_image(&reference)
+                        .await
+                        .map_err(api(format!("inspect {reference}")))?;
+                    let found = inspect.repo_digests.unwrap_or_default();
+                    if carries_digest(&found, image) {
+                        return Ok(reference);
+                    }
+                    return Err(EngineError::DigestMismatch {
+                        image: reference,
+                        found,
+                    });
+                }
+                Err(e) => attempts.push((reference, e.to_string())),
+            }
+        }
+        Err(EngineError::Pull {
+            image: image.to_string(),
+            attempts,
+        })
+    }
+}
+
+fn carries_digest(repo_digests: &[String], image: &PinnedImage) -> bool {
+    let wanted = format!("@sha256:{}", image.digest);
+    repo_digests.iter().any(|d| d.ends_with(&wanted))
+}
+
+/// The repository of a reference without its tag: `host:5000/a/b:1.4` → `host:5000/a/b`.
+pub fn repository(name: &str) -> &str {
+    match name.rfind(':') {
+        Some(colon) if !name[colon..].contains('/') => &name[..colon],
+        _ => name,
+    }
+}
+
+/// Where to pull `image` from, in order: its registry, then each mirror, always by digest.
+pub fn sources(image: &PinnedImage, mirrors: &[String]) -> Vec<String> {
+    let repo = repository(&image.name);
+    let digest = format!("@sha256:{}", image.digest);
+    let registry = image.registry();
+    let path = repo
+        .strip_prefix(registry)
+        .map(|p| p.trim_start_matches('/'))
+        .unwrap_or(repo);
+    let path = if registry == "docker.io" && !path.contains('/') {
+        format!("library/{path}")
+    } else {
+        path.to_string()
+    };
+    std::iter::once(format!("{repo}{digest}"))
+        .chain(
+            mirrors
+                .iter()
+                .map(|m| format!("{}/{path}{digest}", m.trim_end_matches('/'))),
+        )
+        .collect()
+}
+
+/// Registry credentials from `~/.docker/config.json` (`auths.<host>.auth`), as the
+/// Docker CLI stores them; none when absent. Credential helpers are not consulted.
+fn credentials_for(reference: &str) -> Option<DockerCredentials> {
+    let home = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"))
+        })?;
+    let text = std::fs::read_to_string(home.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let host = reference.split('/').next()?;
+    let auth = config.get("auths")?.get(host)?.get("auth")?.as_str()?;
+    Some(DockerCredentials {
+        auth: Some(auth.to_string()),
+        serveraddress: Some(host.to_string()),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_strip_tags_and_rewrite_mirrors() {
+        let d = "1".repeat(64);
+        let image =
+            PinnedImage::parse(&format!("registry.example.com/acme/api:1.4@sha256:{d}")).unwrap();
+        assert_eq!(
+            sources(&image, &["mirror.example.net:5000".to_string()]),
+            vec![
+                format!("registry.example.com/acme/api@sha256:{d}"),
+                format!("mirror.example.net:5000/acme/api@sha256:{d}"),
+            ]
+        );
+        let hub = PinnedImage::parse(&format!("nginx@sha256:{d}")).unwrap();
+        assert_eq!(
+            sources(&hub, &["m:1".into()])[1],
+            format!("m:1/library/nginx@sha256:{d}")
+        );
+        assert_eq!(repository("127.0.0.1:5055/x/y"), "127.0.0.1:5055/x/y");
+    }
+}
