@@ -764,3 +764,70 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod window_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::fleet::{ScheduledWindow, Window};
+    use crate::core::testkit::{fleet, set};
+    use crate::core::window::parse_schedule;
+
+    #[test]
+    fn waits_for_the_window_in_node_time_and_says_when() {
+        let mut f = fleet(&[("eu", &["eu-*"])]);
+        f.batches[0].window = Window::Scheduled(Box::new(ScheduledWindow {
+            name: "nightly".into(),
+            expression: "0 2 * * *".into(),
+            schedule: parse_schedule("0 2 * * *").unwrap(),
+            duration: Duration::from_secs(3 * 3600),
+        }));
+        let node = NodeId::from("eu-1");
+        let images = set('b');
+        let local = LocalFacts {
+            running: Some(set('a')),
+            ..LocalFacts::default()
+        };
+        let at = |rfc: &str| {
+            DateTime::parse_from_rfc3339(rfc)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let inputs = |now, timezone| Inputs {
+            desired: Desired::Admitted {
+                release: "r2",
+                fleet: &f,
+                images: &images,
+            },
+            node: &node,
+            timezone,
+            records: &[],
+            local: &local,
+            now,
+        };
+        let d = decide(&inputs(
+            at("2026-11-24T12:00:00Z"),
+            chrono_tz::Asia::Kathmandu,
+        ));
+        assert_eq!(
+            d.verdict,
+            Verdict::WaitWindow {
+                window: "nightly".into(),
+                opens_at: Some(at("2026-11-24T20:15:00Z"))
+            }
+        );
+        assert_eq!(d.recheck_at, Some(at("2026-11-24T20:15:00Z")));
+        assert!(d.verdict.prepull());
+        let message = d.verdict.message(chrono_tz::Asia::Kathmandu);
+        assert!(
+            message.contains("2026-11-25 02:00 +0545") && message.contains("2026-11-24 20:15 UTC"),
+            "{message}"
+        );
+        let d = decide(&inputs(
+            at("2026-11-24T21:00:00Z"),
+            chrono_tz::Asia::Kathmandu,
+        ));
+        assert!(matches!(d.verdict, Verdict::Converge { .. }));
+    }
+}
