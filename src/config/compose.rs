@@ -1,10 +1,87 @@
-//! The Compose file: interpolation, the supported subset, and key positions.
+//! The Compose file: safe parsing, the supported subset, interpolation, key positions.
 //!
-//! STUB: to be implemented (see the helper's task).
+//! Steps, each collecting every problem it finds:
+//! 1. A marked YAML event scan ([`yaml_rust2`]) records where every key sits (for
+//!    diagnostics) and refuses hostile input before anything expands it: files over
+//!    1 MiB, nesting deeper than 64, alias bombs (more than 100 000 nodes once aliases
+//!    are expanded).
+//! 2. `serde_yaml` loads the document and resolves `<<:` merge keys.
+//! 3. Keys outside the subset gitfleet honours are refused, so `gitfleet check` catches
+//!    them in the pull request instead of a node at 02:00.
+//! 4. String values are interpolated as Compose does ([`super::interpolate`]).
+//! 5. The value is typed as `docker_compose_types::Compose`. That crate has no `configs`,
+//!    so those are lifted out first and kept here as [`FileMount`]s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use super::diagnostics::{Diagnostics, Position, SourceFile};
+use serde_yaml::{Mapping, Value};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use super::MAX_FILE_BYTES;
+use super::diagnostics::{Diagnostic, Diagnostics, Position, SourceFile, did_you_mean};
+use super::interpolate::interpolate;
+
+/// Top-level keys gitfleet honours (plus `x-*` extensions).
+pub const SUPPORTED_TOP_LEVEL_KEYS: &[&str] = &[
+    "version", "name", "services", "networks", "volumes", "secrets", "configs",
+];
+
+/// Service keys gitfleet honours (plus `x-*` extensions). Anything else is refused.
+pub const SUPPORTED_SERVICE_KEYS: &[&str] = &[
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "ports",
+    "volumes",
+    "healthcheck",
+    "depends_on",
+    "restart",
+    "init",
+    "labels",
+    "networks",
+    "user",
+    "working_dir",
+    "hostname",
+    "extra_hosts",
+    "cap_add",
+    "cap_drop",
+    "read_only",
+    "tmpfs",
+    "stop_signal",
+    "stop_grace_period",
+    "container_name",
+    "expose",
+    "network_mode",
+    "sysctls",
+    "ulimits",
+    "logging",
+    "security_opt",
+    "devices",
+    "tty",
+    "stdin_open",
+    "deploy",
+    "secrets",
+    "configs",
+];
+
+/// `deploy.resources.limits` keys honoured (the rest of `deploy` is Swarm's).
+pub const SUPPORTED_LIMITS: &[&str] = &["cpus", "memory", "pids"];
+
+const MAX_DEPTH: usize = 64;
+const MAX_EXPANDED_NODES: usize = 100_000;
+
+/// A secret or config file mounted into a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMount {
+    /// Name of the top-level `secrets`/`configs` entry.
+    pub source: String,
+    /// Where it appears in the container; `None` = Compose's default.
+    pub target: Option<String>,
+    pub mode: Option<u32>,
+}
 
 /// A parsed, interpolated Compose file restricted to the subset gitfleet honours.
 #[derive(Clone, Debug)]
@@ -12,6 +89,10 @@ pub struct ComposeStack {
     /// Path of the compose file relative to the fleet repository root.
     pub file: String,
     pub compose: docker_compose_types::Compose,
+    /// Top-level `configs`: name → file path (relative to the compose file).
+    pub configs: BTreeMap<String, String>,
+    /// Service-level `configs` mounts, by service.
+    pub service_configs: BTreeMap<String, Vec<FileMount>>,
     /// Positions of keys, by dotted path (`services.web.image`), for diagnostics.
     positions: BTreeMap<String, Position>,
 }
@@ -19,7 +100,9 @@ pub struct ComposeStack {
 impl ComposeStack {
     /// Service names, sorted.
     pub fn service_names(&self) -> Vec<&str> {
-        self.compose.services.0.keys().map(String::as_str).collect()
+        let mut names: Vec<&str> = self.compose.services.0.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
     }
 
     /// The service's own `image:` after interpolation, if any.
@@ -39,17 +122,724 @@ impl ComposeStack {
 }
 
 /// Parses `source` as a Compose file, interpolating `${...}` from `vars`; every problem
-/// goes to `diags`, and `None` is returned when the file cannot be used at all.
+/// goes to `diags`, and `None` is returned when the file cannot be used.
 pub fn load(
     source: &SourceFile,
     vars: &BTreeMap<String, String>,
     diags: &mut Diagnostics,
 ) -> Option<ComposeStack> {
-    let _ = (vars, diags);
-    let compose: docker_compose_types::Compose = serde_yaml::from_str(&source.text).ok()?;
-    Some(ComposeStack {
+    let before = diags.len();
+    if source.text.len() > MAX_FILE_BYTES {
+        diags.push(
+            Diagnostic::new(
+                &source.path,
+                "",
+                format!(
+                    "the compose file is {} bytes; the limit is {MAX_FILE_BYTES}",
+                    source.text.len()
+                ),
+            )
+            .help("split out what the nodes do not need"),
+        );
+        return None;
+    }
+    let positions = scan(source, diags)?;
+    let ctx = Context {
+        source,
+        positions: &positions,
+    };
+    let mut value: Value = match serde_yaml::from_str(&source.text) {
+        Ok(v) => v,
+        Err(e) => {
+            diags.push(ctx.yaml_error(&e));
+            return None;
+        }
+    };
+    if let Err(e) = value.apply_merge() {
+        diags.push(ctx.error(
+            "",
+            format!("YAML merge keys (`<<`): {e}"),
+            "merge only mappings, e.g. `<<: *defaults`",
+        ));
+        return None;
+    }
+    let Value::Mapping(top) = &mut value else {
+        diags.push(ctx.error(
+            "",
+            "the compose file must be a mapping with `services`",
+            "start with `services:` and one entry per service",
+        ));
+        return None;
+    };
+    check_subset(&ctx, top, diags);
+    interpolate_values(&ctx, &mut value, "", vars, diags);
+    if diags.len() > before {
+        return None;
+    }
+    let (configs, service_configs) = lift_configs(&ctx, &mut value, diags);
+    let compose: docker_compose_types::Compose = match serde_yaml::from_value(value) {
+        Ok(c) => c,
+        Err(e) => {
+            diags.push(ctx.yaml_error(&e));
+            return None;
+        }
+    };
+    (diags.len() == before).then(|| ComposeStack {
         file: source.path.clone(),
         compose,
-        positions: BTreeMap::new(),
+        configs,
+        service_configs,
+        positions,
     })
+}
+
+/// The file and key positions, for building diagnostics.
+struct Context<'a> {
+    source: &'a SourceFile,
+    positions: &'a BTreeMap<String, Position>,
+}
+
+impl Context<'_> {
+    /// A diagnostic at `key` (or the nearest enclosing key that has a position).
+    fn error(&self, key: &str, message: impl Into<String>, help: impl Into<String>) -> Diagnostic {
+        let d = Diagnostic::new(&self.source.path, key, message).help(help);
+        let mut path = key;
+        loop {
+            if let Some(pos) = self.positions.get(path) {
+                let width = path.rsplit('.').next().map_or(1, |k| k.chars().count());
+                return d.at_position(self.source, *pos, width);
+            }
+            match path.rsplit_once('.') {
+                Some((parent, _)) => path = parent,
+                None => return d,
+            }
+        }
+    }
+
+    fn yaml_error(&self, e: &serde_yaml::Error) -> Diagnostic {
+        let d = Diagnostic::new(&self.source.path, "", format!("YAML: {e}"))
+            .help("fix the YAML; the Compose reference is at https://docs.docker.com/reference/compose-file/");
+        match e.location() {
+            Some(loc) => d.at_position(
+                self.source,
+                Position {
+                    line: loc.line(),
+                    column: loc.column(),
+                },
+                1,
+            ),
+            None => d,
+        }
+    }
+}
+
+/// Where a node sits while scanning: inside a mapping (maybe after its key) or a sequence.
+enum Frame {
+    Map { path: String, key: Option<String> },
+    Seq { path: String, index: usize },
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// Records key positions and measures depth and alias expansion.
+#[derive(Default)]
+struct Scanner {
+    stack: Vec<Frame>,
+    positions: BTreeMap<String, Position>,
+    /// Nodes counted with every alias expanded.
+    expanded: usize,
+    anchor_sizes: HashMap<usize, usize>,
+    /// Anchored collections still open: (anchor id, `expanded` at their start, depth).
+    open_anchors: Vec<(usize, usize, usize)>,
+    too_deep: Option<Position>,
+}
+
+fn position(mark: &Marker) -> Position {
+    Position {
+        line: mark.line(),
+        column: mark.col() + 1,
+    }
+}
+
+impl Scanner {
+    /// The path of the node starting now, recording its position; `None` for a mapping key.
+    fn node_path(&mut self, ev: &Event, mark: &Marker) -> Option<String> {
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Map { path, key }) => match key {
+                Some(k) => Some(join(path, k)),
+                None => {
+                    let name = match ev {
+                        Event::Scalar(s, ..) => s.clone(),
+                        _ => "?".to_string(),
+                    };
+                    self.positions
+                        .entry(join(path, &name))
+                        .or_insert_with(|| position(mark));
+                    *key = Some(name);
+                    None
+                }
+            },
+            Some(Frame::Seq { path, index }) => {
+                let p = join(path, &index.to_string());
+                *index += 1;
+                self.positions
+                    .entry(p.clone())
+                    .or_insert_with(|| position(mark));
+                Some(p)
+            }
+        }
+    }
+
+    /// A value finished: the enclosing mapping expects its next key.
+    fn value_done(&mut self) {
+        if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+            *key = None;
+        }
+    }
+}
+
+impl MarkedEventReceiver for Scanner {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match &ev {
+            Event::Scalar(..)
+            | Event::Alias(_)
+            | Event::MappingStart(..)
+            | Event::SequenceStart(..) => {
+                self.expanded += 1;
+                let Some(path) = self.node_path(&ev, &mark) else {
+                    return;
+                };
+                match ev {
+                    Event::Scalar(_, _, anchor, _) => {
+                        if anchor > 0 {
+                            self.anchor_sizes.insert(anchor, 1);
+                        }
+                        self.value_done();
+                    }
+                    Event::Alias(id) => {
+                        self.expanded = self
+                            .expanded
+                            .saturating_add(self.anchor_sizes.get(&id).copied().unwrap_or(1));
+                        self.value_done();
+                    }
+                    Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
+                        if anchor > 0 {
+                            self.open_anchors
+                                .push((anchor, self.expanded, self.stack.len()));
+                        }
+                        let frame = if matches!(ev, Event::MappingStart(..)) {
+                            Frame::Map { path, key: None }
+                        } else {
+                            Frame::Seq { path, index: 0 }
+                        };
+                        self.stack.push(frame);
+                        if self.stack.len() > MAX_DEPTH && self.too_deep.is_none() {
+                            self.too_deep = Some(position(&mark));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+                if let Some(&(anchor, start, depth)) = self.open_anchors.last()
+                    && depth == self.stack.len()
+                {
+                    self.anchor_sizes.insert(anchor, self.expanded - start);
+                    self.open_anchors.pop();
+                }
+                self.value_done();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn scan(source: &SourceFile, diags: &mut Diagnostics) -> Option<BTreeMap<String, Position>> {
+    let mut scanner = Scanner::default();
+    let mut parser = Parser::new_from_str(&source.text);
+    if let Err(e) = parser.load(&mut scanner, false) {
+        diags.push(
+            Diagnostic::new(&source.path, "", format!("YAML syntax: {}", e.info()))
+                .at_position(source, position(e.marker()), 1)
+                .help("fix the YAML syntax (indentation, quotes, `key: value`)"),
+        );
+        return None;
+    }
+    if let Some(pos) = scanner.too_deep {
+        diags.push(
+            Diagnostic::new(
+                &source.path,
+                "",
+                format!("the compose file nests deeper than {MAX_DEPTH} levels"),
+            )
+            .at_position(source, pos, 1)
+            .help("a Compose file never needs this depth; flatten it"),
+        );
+        return None;
+    }
+    if scanner.expanded > MAX_EXPANDED_NODES {
+        diags.push(
+            Diagnostic::new(
+                &source.path,
+                "",
+                format!("YAML aliases expand the compose file to more than {MAX_EXPANDED_NODES} nodes"),
+            )
+            .help("use anchors and aliases (`&x`, `*x`) for shared blocks only, not to multiply content"),
+        );
+        return None;
+    }
+    Some(scanner.positions)
+}
+
+fn key_str(key: &Value) -> String {
+    match key {
+        Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+/// Refuses every key outside the subset, with a reason and a fix for each.
+fn check_subset(ctx: &Context, top: &Mapping, diags: &mut Diagnostics) {
+    for (key, value) in top {
+        let key = key_str(key);
+        if key.starts_with("x-") {
+            continue;
+        }
+        match key.as_str() {
+            "services" => check_services(ctx, value, diags),
+            "secrets" | "configs" => check_file_sources(ctx, &key, value, diags),
+            k if SUPPORTED_TOP_LEVEL_KEYS.contains(&k) => {}
+            _ => diags.push(unsupported(ctx, &key, &key, SUPPORTED_TOP_LEVEL_KEYS)),
+        }
+    }
+    if !top.contains_key("services") {
+        diags.push(ctx.error(
+            "",
+            "the compose file has no `services`",
+            "add `services:` with at least one service",
+        ));
+    }
+}
+
+fn unsupported(ctx: &Context, path: &str, key: &str, supported: &[&str]) -> Diagnostic {
+    let help = match (key, did_you_mean(key, supported.iter().copied())) {
+        ("build", _) => {
+            "build the image in CI, push it, and pin it by digest under [images] in fleet.toml"
+                .to_string()
+        }
+        (_, Some(near)) => format!("did you mean `{near}`?"),
+        _ => format!(
+            "remove it; gitfleet honours: {} (see docs/fleet-toml.md, \"Compose subset\")",
+            supported.join(", ")
+        ),
+    };
+    ctx.error(path, format!("gitfleet does not honour `{path}`"), help)
+}
+
+fn is_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn check_services(ctx: &Context, services: &Value, diags: &mut Diagnostics) {
+    let Value::Mapping(services) = services else {
+        diags.push(ctx.error(
+            "services",
+            "`services` must be a mapping of service names",
+            "e.g. `services: {web: {image: registry.example.com/acme/web}}`",
+        ));
+        return;
+    };
+    if services.is_empty() {
+        diags.push(ctx.error(
+            "services",
+            "`services` is empty",
+            "add at least one service",
+        ));
+    }
+    for (name, service) in services {
+        let name = key_str(name);
+        let path = format!("services.{name}");
+        if !is_service_name(&name) {
+            diags.push(ctx.error(
+                &path,
+                format!("`{name}` is not a valid service name"),
+                "use letters, digits, `_`, `.` and `-`, starting with a letter or digit",
+            ));
+        }
+        let Value::Mapping(service) = service else {
+            diags.push(ctx.error(
+                &path,
+                format!("service `{name}` must be a mapping"),
+                "give it at least `image:` (or pin it under [images] in fleet.toml)",
+            ));
+            continue;
+        };
+        for (key, value) in service {
+            let key = key_str(key);
+            let key_path = format!("{path}.{key}");
+            if key.starts_with("x-") {
+                continue;
+            }
+            if !SUPPORTED_SERVICE_KEYS.contains(&key.as_str()) {
+                diags.push(unsupported(ctx, &key_path, &key, SUPPORTED_SERVICE_KEYS));
+            } else if key == "deploy" {
+                check_deploy(ctx, &key_path, value, diags);
+            }
+        }
+    }
+}
+
+/// Only `deploy.resources.limits` means anything on a single engine; the rest is Swarm's.
+fn check_deploy(ctx: &Context, path: &str, deploy: &Value, diags: &mut Diagnostics) {
+    let mut allowed = |path: &str, value: &Value, keys: &[&str]| -> Vec<(String, Value)> {
+        let Value::Mapping(map) = value else {
+            diags.push(ctx.error(
+                path,
+                format!("`{path}` must be a mapping"),
+                format!("allowed here: {}", keys.join(", ")),
+            ));
+            return Vec::new();
+        };
+        let mut inner = Vec::new();
+        for (k, v) in map {
+            let k = key_str(k);
+            if keys.contains(&k.as_str()) {
+                inner.push((format!("{path}.{k}"), v.clone()));
+            } else {
+                diags.push(unsupported(ctx, &format!("{path}.{k}"), &k, keys));
+            }
+        }
+        inner
+    };
+    for (resources_path, resources) in allowed(path, deploy, &["resources"]) {
+        for (limits_path, limits) in allowed(&resources_path, &resources, &["limits"]) {
+            allowed(&limits_path, &limits, SUPPORTED_LIMITS);
+        }
+    }
+}
+
+/// Top-level `secrets` and `configs` must come from files in the repository.
+fn check_file_sources(ctx: &Context, section: &str, value: &Value, diags: &mut Diagnostics) {
+    let Value::Mapping(entries) = value else {
+        diags.push(ctx.error(
+            section,
+            format!("`{section}` must be a mapping"),
+            format!("e.g. `{section}: {{db_password: {{file: ./db_password.txt}}}}`"),
+        ));
+        return;
+    };
+    for (name, entry) in entries {
+        let name = key_str(name);
+        let path = format!("{section}.{name}");
+        let ok = matches!(entry, Value::Mapping(m) if m.len() == 1 && matches!(m.get("file"), Some(Value::String(_))));
+        if !ok {
+            diags.push(ctx.error(
+                &path,
+                format!("`{path}` must have exactly `file: <path>`; gitfleet supports file sources only"),
+                format!("keep the file in the fleet repository next to the compose file: `{name}: {{file: ./{name}.txt}}`"),
+            ));
+        }
+    }
+}
+
+/// Interpolates every string value (not keys), reporting each failure at its key.
+fn interpolate_values(
+    ctx: &Context,
+    value: &mut Value,
+    path: &str,
+    vars: &BTreeMap<String, String>,
+    diags: &mut Diagnostics,
+) {
+    match value {
+        Value::String(s) => match interpolate(s, vars) {
+            Ok(done) => *s = done,
+            Err(e) => diags.push(ctx.error(
+                path,
+                format!("`{path}`: {e}"),
+                "set the variable in the agent's environment, give it a default (`${VAR:-value}`), or write `$$` for a literal `$`",
+            )),
+        },
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_values(ctx, item, &join(path, &i.to_string()), vars, diags);
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                let key = key_str(k);
+                interpolate_values(ctx, v, &join(path, &key), vars, diags);
+            }
+        }
+        Value::Tagged(tagged) => interpolate_values(ctx, &mut tagged.value, path, vars, diags),
+        _ => {}
+    }
+}
+
+/// Takes `configs` out of the document (docker-compose-types cannot represent them).
+fn lift_configs(
+    ctx: &Context,
+    value: &mut Value,
+    diags: &mut Diagnostics,
+) -> (BTreeMap<String, String>, BTreeMap<String, Vec<FileMount>>) {
+    let mut configs = BTreeMap::new();
+    let mut mounts = BTreeMap::new();
+    let Value::Mapping(top) = value else {
+        return (configs, mounts);
+    };
+    if let Some(Value::Mapping(entries)) = top.remove("configs") {
+        for (name, entry) in entries {
+            if let Some(Value::String(file)) = entry.get("file") {
+                configs.insert(key_str(&name), file.clone());
+            }
+        }
+    }
+    let Some(Value::Mapping(services)) = top.get_mut("services") else {
+        return (configs, mounts);
+    };
+    for (name, service) in services.iter_mut() {
+        let name = key_str(name);
+        let Some(list) = service.as_mapping_mut().and_then(|s| s.remove("configs")) else {
+            continue;
+        };
+        let path = format!("services.{name}.configs");
+        let Value::Sequence(items) = list else {
+            diags.push(ctx.error(
+                &path,
+                format!("`{path}` must be a list"),
+                "e.g. `configs: [app_config]`",
+            ));
+            continue;
+        };
+        let mut list = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let mount = match item {
+                Value::String(source) => Some(FileMount {
+                    source: source.clone(),
+                    target: None,
+                    mode: None,
+                }),
+                Value::Mapping(m) => {
+                    m.get("source")
+                        .and_then(Value::as_str)
+                        .map(|source| FileMount {
+                            source: source.to_string(),
+                            target: m.get("target").and_then(Value::as_str).map(str::to_string),
+                            mode: m
+                                .get("mode")
+                                .and_then(Value::as_u64)
+                                .and_then(|n| u32::try_from(n).ok()),
+                        })
+                }
+                _ => None,
+            };
+            match mount {
+                Some(m) if configs.contains_key(&m.source) => list.push(m),
+                Some(m) => diags.push(ctx.error(
+                    &format!("{path}.{i}"),
+                    format!(
+                        "config `{}` is not defined under top-level `configs`",
+                        m.source
+                    ),
+                    format!(
+                        "add `configs: {{{}: {{file: ./{}}}}}` at the top level",
+                        m.source, m.source
+                    ),
+                )),
+                None => diags.push(ctx.error(
+                    &format!("{path}.{i}"),
+                    format!("`{path}.{i}` must be a config name or {{source, target, mode}}"),
+                    "e.g. `- {source: app_config, target: /etc/app.conf}`",
+                )),
+            }
+        }
+        mounts.insert(name, list);
+    }
+    (configs, mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn load_text(text: &str) -> (Option<ComposeStack>, Diagnostics) {
+        let mut diags = Diagnostics::default();
+        let vars = BTreeMap::from([("GITFLEET_NODE".to_string(), "eu-1".to_string())]);
+        let stack = load(
+            &SourceFile::new("stack/compose.yaml", text),
+            &vars,
+            &mut diags,
+        );
+        (stack, diags)
+    }
+
+    fn realistic() -> String {
+        format!(
+            r#"x-defaults: &defaults
+  restart: unless-stopped
+  init: true
+services:
+  web:
+    <<: *defaults
+    image: registry.example.com/acme/web@sha256:{D}
+    ports: ["127.0.0.1:8080:80"]
+    depends_on:
+      api:
+        condition: service_healthy
+  api:
+    <<: *defaults
+    image: registry.example.com/acme/api
+    environment:
+      NODE: ${{GITFLEET_NODE}}
+      LOG_LEVEL: ${{LOG_LEVEL:-info}}
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/health"]
+      interval: 5s
+    depends_on: [db]
+    configs:
+      - source: app
+        target: /etc/app.conf
+    secrets: [db_password]
+    deploy:
+      resources:
+        limits: {{cpus: "0.5", memory: 256M}}
+  db:
+    image: registry.example.com/acme/db
+    volumes: ["data:/var/lib/db"]
+volumes:
+  data: {{}}
+configs:
+  app:
+    file: ./app.conf
+secrets:
+  db_password:
+    file: ./db_password.txt
+"#
+        )
+    }
+
+    #[test]
+    fn loads_a_realistic_stack_with_positions_merge_and_interpolation() {
+        let (stack, diags) = load_text(&realistic());
+        assert!(diags.is_empty(), "{diags}");
+        let stack = stack.unwrap();
+        assert_eq!(stack.service_names(), ["api", "db", "web"]);
+        assert_eq!(
+            stack.position("services.api.image"),
+            Some(Position {
+                line: 14,
+                column: 5
+            })
+        );
+        let api = stack.compose.services.0["api"].as_ref().unwrap();
+        assert_eq!(api.restart.as_deref(), Some("unless-stopped"));
+        let env = format!("{:?}", api.environment);
+        assert!(env.contains("eu-1") && env.contains("info"), "{env}");
+        assert_eq!(stack.configs["app"], "./app.conf");
+        assert_eq!(
+            stack.service_configs["api"][0].target.as_deref(),
+            Some("/etc/app.conf")
+        );
+    }
+
+    #[test]
+    fn every_unsupported_key_is_reported_with_its_line_and_a_fix() {
+        let text = "services:\n  web:\n    image: x\n    build: .\n    enviroment: {A: b}\n    privileged: true\n    deploy:\n      replicas: 3\nprofiles: []\n";
+        let (stack, diags) = load_text(text);
+        assert!(stack.is_none());
+        let all: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        let text = all.join("\n");
+        assert_eq!(diags.len(), 5, "{text}");
+        assert!(
+            text.contains("`services.web.build`")
+                && text.contains("compose.yaml:4:5")
+                && text.contains("pin it by digest"),
+            "{text}"
+        );
+        assert!(text.contains("did you mean `environment`?"), "{text}");
+        assert!(text.contains("`services.web.privileged`"), "{text}");
+        assert!(text.contains("`services.web.deploy.replicas`"), "{text}");
+        assert!(
+            text.contains("gitfleet does not honour `profiles`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let (_, diags) = load_text("services:\n  web:\n    image: [unclosed\n");
+        let d = diags.iter().next().unwrap();
+        assert!(d.message.starts_with("YAML"), "{d}");
+        assert!(d.location.is_some(), "{d}");
+    }
+
+    #[test]
+    fn interpolation_errors_name_the_key() {
+        let (_, diags) = load_text(
+            "services:\n  web:\n    image: x\n    environment:\n      PW: ${DB_PASSWORD:?set the password}\n",
+        );
+        let d = diags.iter().next().unwrap().to_string();
+        assert!(
+            d.contains("services.web.environment.PW")
+                && d.contains("set the password")
+                && d.contains(":5:"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn hostile_documents_are_refused_fast() {
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            bomb.push_str(&format!(
+                "{}: &{} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n",
+                (b'a' + i) as char,
+                (b'a' + i) as char,
+                p = (b'a' + i - 1) as char
+            ));
+        }
+        bomb.push_str("services: {web: {image: x}}\n");
+        let started = std::time::Instant::now();
+        let (_, diags) = load_text(&bomb);
+        assert!(
+            diags.iter().any(|d| d.message.contains("aliases expand")),
+            "{diags}"
+        );
+        assert!(started.elapsed().as_secs() < 2);
+        let deep = format!("services: {}{}", "[".repeat(100), "]".repeat(100));
+        let (_, diags) = load_text(&deep);
+        assert!(
+            diags.iter().any(|d| d.message.contains("nests deeper")),
+            "{diags}"
+        );
+        let (_, diags) = load_text("- just\n- a list\n");
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains("must be a mapping")),
+            "{diags}"
+        );
+        let (_, diags) =
+            load_text("services:\n  web:\n    image: x\nsecrets:\n  pw:\n    environment: PW\n");
+        assert!(
+            diags
+                .iter()
+                .any(|d| d.message.contains("file sources only")),
+            "{diags}"
+        );
+    }
 }

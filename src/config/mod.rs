@@ -10,6 +10,7 @@ pub mod diagnostics;
 pub mod duration;
 pub mod fleet;
 pub mod fleet_toml;
+pub mod interpolate;
 pub mod policy;
 pub mod toml_reader;
 
