@@ -68,8 +68,12 @@ impl fmt::Display for PinError {
     }
 }
 
-/// An example of a pinned reference, used in help messages.
-pub const PINNED_EXAMPLE: &str = "registry.example.com/acme/api:1.4@sha256:3f7a0c1e9b2d4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d";
+/// An example of a pinned reference for `service`, used in help messages.
+pub fn pinned_example(service: &str) -> String {
+    format!(
+        "registry.example.com/acme/{service}:1.4@sha256:3f7a0c1e9b2d4c6a8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d"
+    )
+}
 
 impl PinnedImage {
     pub fn parse(reference: &str) -> Result<Self, PinError> {

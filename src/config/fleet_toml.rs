@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::diagnostics::{Diagnostics, did_you_mean};
 use super::fleet::{
     Batch, FailureAction, Fleet, NodeFacts, NodeId, NodePattern, Notify, NotifyEvent, NotifyFormat,
-    PINNED_EXAMPLE, PinnedImage, Probe, REST_BATCH, Rollout, ScheduledWindow, UpdateOrder, Window,
+    PinnedImage, Probe, REST_BATCH, Rollout, ScheduledWindow, UpdateOrder, Window, pinned_example,
 };
 use super::toml_reader::{Located, TableReader};
 use crate::core::window::parse_schedule;
@@ -260,7 +260,8 @@ fn read_images(
 ) -> BTreeMap<String, PinnedImage> {
     let mut images = BTreeMap::new();
     for (service, _, _) in t.entries() {
-        let Some(reference) = t.string(service, PINNED_EXAMPLE, diags) else {
+        let Some(reference) = t.string(service, &format!("\"{}\"", pinned_example(service)), diags)
+        else {
             continue;
         };
         spans.record(&reference);
@@ -270,7 +271,7 @@ fn read_images(
             }
             Err(why) => diags.push(
                 t.error(service, reference.span, format!("image `{}` for service `{service}` {why}", reference.value))
-                    .help(format!("pin the image by its digest, e.g. {service} = \"{PINNED_EXAMPLE}\" (`docker buildx imagetools inspect <image>` shows the digest)")),
+                    .help(format!("pin the image by its digest, e.g. {service} = \"{}\" (`docker inspect --format '{{index .RepoDigests 0}}' <image>` shows it after a push or pull)", pinned_example(service))),
             ),
         }
     }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use diagnostics::{Diagnostic, Diagnostics, SourceFile};
-use fleet::{Fleet, ImageSet, NodeId, PINNED_EXAMPLE, PinnedImage};
+use fleet::{Fleet, ImageSet, NodeId, PinnedImage, pinned_example};
 use policy::{FleetSource, Policy};
 use toml_reader::TableReader;
 
@@ -279,7 +279,8 @@ fn pin_every_service(
             Err(why) => format!("image `{written}` of service `{service}` {why}"),
         };
         let mut d = Diagnostic::new(&compose_src.path, &key, problem).help(format!(
-            "pin it in fleet.toml under [images]: {service} = \"{PINNED_EXAMPLE}\""
+            "pin it in fleet.toml under [images]: {service} = \"{}\"",
+            pinned_example(service)
         ));
         if let Some(pos) = stack.position(&key) {
             d = d.at_position(compose_src, pos, key.rsplit('.').next().map_or(1, str::len));
