@@ -271,7 +271,7 @@ fn read_images(
             }
             Err(why) => diags.push(
                 t.error(service, reference.span, format!("image `{}` for service `{service}` {why}", reference.value))
-                    .help(format!("pin the image by its digest, e.g. {service} = \"{}\" (`docker inspect --format '{{index .RepoDigests 0}}' <image>` shows it after a push or pull)", pinned_example(service))),
+                    .help(format!("pin the image by its digest, e.g. {service} = \"{}\" (`docker inspect --format '{{{{index .RepoDigests 0}}}}' <image>` shows it after a push or pull)", pinned_example(service))),
             ),
         }
     }
