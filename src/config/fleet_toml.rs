@@ -567,10 +567,17 @@ fn read_batches(
         };
         b.deny_unknown(BATCH_KEYS, diags);
         let nodes = b.strings("nodes", "[\"eu-1\", \"eu-*\"]", diags);
+        if let Some(span) = b.value_span("nodes") {
+            spans.record(&Located {
+                value: (),
+                key: b.key_path("nodes"),
+                span,
+            });
+        }
         let patterns: Vec<NodePattern> = match nodes {
             Some(nodes) if nodes.is_empty() => {
                 diags.push(
-                    b.error("nodes", b.span.clone(), format!("batch `{}` has no nodes", listed.value))
+                    b.error("nodes", b.value_span("nodes").unwrap_or(b.span.clone()), format!("batch `{}` has no nodes", listed.value))
                         .help("list node ids or globs, e.g. nodes = [\"eu-1\", \"eu-*\"], or remove the batch"),
                 );
                 Vec::new()

@@ -118,28 +118,28 @@ pub fn load_repo(files: &dyn RepoFiles, vars: &Interpolation) -> Result<FleetRep
     }
 }
 
+/// Reads a file of the repository; a missing or unreadable one is reported at the key
+/// that names it (`named_by`), or as the file itself for `fleet.toml`.
 fn read_source(
     files: &dyn RepoFiles,
     path: &str,
     what: &str,
+    named_by: Option<&dyn Fn(Diagnostic) -> Diagnostic>,
     diags: &mut Diagnostics,
 ) -> Option<SourceFile> {
-    match files.read(path) {
-        Ok(Some(text)) => Some(SourceFile::new(path, text)),
-        Ok(None) => {
-            diags.push(
-                Diagnostic::new(path, "", format!("{what} `{path}` does not exist"))
-                    .help(format!("create {path}, or fix the path that names it")),
-            );
-            None
-        }
-        Err(why) => {
-            diags.push(Diagnostic::new(path, "", why).help(format!(
-                "make {path} a readable UTF-8 file under {MAX_FILE_BYTES} bytes"
-            )));
-            None
-        }
-    }
+    let problem = match files.read(path) {
+        Ok(Some(text)) => return Some(SourceFile::new(path, text)),
+        Ok(None) => Diagnostic::new(path, "", format!("{what} `{path}` does not exist"))
+            .help(format!("create {path}, or fix the path that names it")),
+        Err(why) => Diagnostic::new(path, "", why).help(format!(
+            "make {path} a readable UTF-8 file under {MAX_FILE_BYTES} bytes"
+        )),
+    };
+    diags.push(match named_by {
+        Some(relocate) => relocate(problem),
+        None => problem,
+    });
+    None
 }
 
 fn load_into(
@@ -147,21 +147,22 @@ fn load_into(
     vars: &Interpolation,
     diags: &mut Diagnostics,
 ) -> Option<FleetRepo> {
-    let fleet_src = read_source(files, FLEET_TOML, "the fleet file", diags)?;
+    let fleet_src = read_source(files, FLEET_TOML, "the fleet file", None, diags)?;
     let table = toml_reader::parse(&fleet_src, diags)?;
     let (fleet, spans) = fleet_toml::read_fleet(&TableReader::root(&fleet_src, &table), diags)?;
-    let at_key = |key: &str, d: Diagnostic| match spans.get(key) {
-        Some(span) => d.at(&fleet_src, span),
-        None => d,
+    let at_key = |key: &str, mut d: Diagnostic| {
+        d.file = FLEET_TOML.to_string();
+        d.key = key.to_string();
+        match spans.get(key) {
+            Some(span) => d.at(&fleet_src, span),
+            None => d,
+        }
     };
+    let at_policy_key = |d: Diagnostic| at_key("fleet.policy", d);
+    let at_compose_key = |d: Diagnostic| at_key("fleet.compose", d);
 
     let policy = fleet.policy_path.as_ref().and_then(|path| {
-        let Some(src) = read_source(files, path, "the policy file", diags) else {
-            if let Some(last) = diags.last_mut() {
-                *last = at_key("fleet.policy", last.clone());
-            }
-            return None;
-        };
+        let src = read_source(files, path, "the policy file", Some(&at_policy_key), diags)?;
         let table = toml_reader::parse(&src, diags)?;
         let policy = policy::read_policy(&TableReader::root(&src, &table), diags);
         if let Some(signers) = &policy.allowed_signers
@@ -181,15 +182,13 @@ fn load_into(
     env.insert("GITFLEET_NODE".into(), vars.node.0.clone());
     env.insert("GITFLEET_BATCH".into(), batch.clone());
     env.insert("GITFLEET_RELEASE".into(), vars.release.clone());
-    let compose_src = match read_source(files, &fleet.compose_path, "the compose file", diags) {
-        Some(src) => src,
-        None => {
-            if let Some(last) = diags.last_mut() {
-                *last = at_key("fleet.compose", last.clone());
-            }
-            return None;
-        }
-    };
+    let compose_src = read_source(
+        files,
+        &fleet.compose_path,
+        "the compose file",
+        Some(&at_compose_key),
+        diags,
+    )?;
     let stack = compose::load(&compose_src, &env, diags)?;
 
     let images = pin_every_service(&fleet, &stack, &fleet_src, &compose_src, &spans, diags);
@@ -215,7 +214,9 @@ fn load_into(
             ));
         }
     }
-    if let (Some(policy), Some(path)) = (&policy, &fleet.policy_path) {
+    // The policy judges a fleet that is otherwise valid: on a broken one (say a window
+    // that failed to parse) its verdicts would be about placeholders, not the file.
+    if let (Some(policy), Some(path), true) = (&policy, &fleet.policy_path, diags.is_empty()) {
         let src = FleetSource {
             fleet_toml: &fleet_src,
             spans: &spans,

@@ -96,6 +96,11 @@ impl<'a, 's> TableReader<'a, 's> {
             .map(|(k, v)| (k.span(), v))
     }
 
+    /// The span of `key`'s value, to point at it.
+    pub fn value_span(&self, key: &str) -> Option<Range<usize>> {
+        self.get(key).map(|(_, v)| v.span())
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.get(key).is_some()
     }

@@ -1,0 +1,334 @@
+//! `gitfleet check` as operators and CI run it: the example passes, and each broken
+//! variant exits 1 with a message naming the key and the line.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{TempDir, copy_tree, example_repo};
+
+fn check(dir: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .arg("check")
+        .arg(dir)
+        .args(extra)
+        .output()
+        .expect("run gitfleet")
+}
+
+#[test]
+fn the_example_fleet_repo_is_valid() {
+    let out = check(&example_repo(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: fleet `shop` is valid"));
+}
+
+/// One broken variant: replace `from` by `to` in `file`, then expect each of `expect`
+/// in the output, and a location `file:line:` at the last line of the changed file that
+/// contains the first line of `to` (or `at`, when set).
+struct Variant {
+    name: &'static str,
+    file: &'static str,
+    from: &'static str,
+    to: &'static str,
+    expect: &'static [&'static str],
+    at: Option<&'static str>,
+}
+
+const API_PIN: &str = "api = \"registry.example.com/acme/api:1.4.2@sha256:e9041ef829ded36a52d5ef57ac67a8c78983cb14e5e23ee0ba21f149b23c548a\"";
+
+const VARIANTS: &[Variant] = &[
+    Variant {
+        name: "unpinned image",
+        file: "fleet.toml",
+        from: API_PIN,
+        to: "api = \"registry.example.com/acme/api:1.4.2\"",
+        expect: &[
+            "`images.api`",
+            "is not pinned by digest",
+            "help: pin the image",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "short digest",
+        file: "fleet.toml",
+        from: "e9041ef829ded36a52d5ef57ac67a8c78983cb14e5e23ee0ba21f149b23c548a",
+        to: "e9041ef829",
+        expect: &["`images.api`", "not 64 lowercase hex"],
+        at: None,
+    },
+    Variant {
+        name: "unknown service",
+        file: "fleet.toml",
+        from: "[rollout]",
+        to: "apii = \"registry.example.com/acme/api@sha256:e9041ef829ded36a52d5ef57ac67a8c78983cb14e5e23ee0ba21f149b23c548a\"\n\n[rollout]",
+        expect: &["`images.apii`", "not a service", "did you mean `api`?"],
+        at: None,
+    },
+    Variant {
+        name: "bad cron",
+        file: "fleet.toml",
+        from: "schedule = \"0 2 * * *\"",
+        to: "schedule = \"0 25 * * *\"",
+        expect: &["`windows.nightly.schedule`", "not a valid cron schedule"],
+        at: None,
+    },
+    Variant {
+        name: "unknown timezone",
+        file: "fleet.toml",
+        from: "timezone = \"Asia/Kathmandu\"",
+        to: "timezone = \"Asia/Katmandoo\"",
+        expect: &["`nodes.ap-ktm-1.timezone`", "unknown timezone", "IANA"],
+        at: None,
+    },
+    Variant {
+        name: "ratio out of range",
+        file: "fleet.toml",
+        from: "max_failure_ratio = 0.1 ",
+        to: "max_failure_ratio = 1.5 ",
+        expect: &["`rollout.max_failure_ratio`", "out of range", "0.0"],
+        at: None,
+    },
+    Variant {
+        name: "unknown enum value",
+        file: "fleet.toml",
+        from: "failure_action = \"rollback\"",
+        to: "failure_action = \"rollbak\"",
+        expect: &["`rollout.failure_action`", "did you mean \"rollback\"?"],
+        at: None,
+    },
+    Variant {
+        name: "bad duration",
+        file: "fleet.toml",
+        from: "monitor = \"2m\"",
+        to: "monitor = \"2 minutes\"",
+        expect: &["`rollout.monitor`", "\"90s\""],
+        at: None,
+    },
+    Variant {
+        name: "batch without definition",
+        file: "fleet.toml",
+        from: "batches = [\"canary\", \"eu\", \"americas\", \"apac\"]",
+        to: "batches = [\"canary\", \"eu\", \"americas\", \"apac\", \"mars\"]",
+        expect: &["`rollout.batches`", "no [batches.mars] section"],
+        at: None,
+    },
+    Variant {
+        name: "unknown window",
+        file: "fleet.toml",
+        from: "window = \"weekend\"",
+        to: "window = \"weekned\"",
+        expect: &[
+            "`batches.apac.window`",
+            "not defined",
+            "did you mean `weekend`?",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "unknown key",
+        file: "fleet.toml",
+        from: "health_timeout = \"5m\"",
+        to: "helth_timeout = \"5m\"",
+        expect: &["`rollout.helth_timeout`", "did you mean `health_timeout`?"],
+        at: None,
+    },
+    Variant {
+        name: "wrong version",
+        file: "fleet.toml",
+        from: "version = 1",
+        to: "version = 2",
+        expect: &["`version`", "unsupported fleet.toml version 2"],
+        at: None,
+    },
+    Variant {
+        name: "missing compose file",
+        file: "fleet.toml",
+        from: "compose = \"stack/compose.yaml\"",
+        to: "compose = \"stack/compose.yml\"",
+        expect: &["`fleet.compose`", "stack/compose.yml` does not exist"],
+        at: None,
+    },
+    Variant {
+        name: "TOML syntax error",
+        file: "fleet.toml",
+        from: "[rollout]",
+        to: "[rollout",
+        expect: &["TOML syntax"],
+        at: None,
+    },
+    Variant {
+        name: "YAML syntax error",
+        file: "stack/compose.yaml",
+        from: "      - \"8080:8080\"",
+        to: "      - \"8080:8080\n",
+        expect: &["YAML"],
+        at: None,
+    },
+    Variant {
+        name: "empty batch",
+        file: "fleet.toml",
+        from: "nodes = [\"eu-*\"]",
+        to: "nodes = []",
+        expect: &["`batches.eu.nodes`", "has no nodes"],
+        at: None,
+    },
+    Variant {
+        name: "unsupported compose key",
+        file: "stack/compose.yaml",
+        from: "    image: registry.example.com/acme/api\n",
+        to: "    image: registry.example.com/acme/api\n    build: ./api\n",
+        expect: &["`services.api.build`", "pin it by digest"],
+        at: Some("build: ./api"),
+    },
+    Variant {
+        name: "policy: canary too big",
+        file: "fleet.toml",
+        from: "nodes = [\"eu-fra-1\", \"us-nyc-1\"]",
+        to: "nodes = [\"eu-fra-1\", \"us-nyc-1\", \"br-sao-1\"]",
+        expect: &["`batches.canary.nodes`", "at most 2"],
+        at: None,
+    },
+    Variant {
+        name: "policy: monitor too short",
+        file: "fleet.toml",
+        from: "monitor = \"2m\"",
+        to: "monitor = \"10s\"",
+        expect: &[
+            "`rollout.monitor`",
+            "shorter than the policy",
+            "\"1m\" or longer",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "policy: registry not allowed",
+        file: "fleet.toml",
+        from: "db = \"registry.example.com/acme/db",
+        to: "db = \"docker.io/library/postgres",
+        expect: &[
+            "`images.db`",
+            "registry the policy",
+            "registry.example.com/acme/",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "policy: batch without a window",
+        file: "fleet.toml",
+        from: "window = \"weekend\"",
+        to: "window = \"always\"",
+        expect: &["`batches.apac.window`", "requires a maintenance window"],
+        at: None,
+    },
+];
+
+#[test]
+fn every_broken_variant_exits_1_naming_key_and_line() {
+    let mut failures = Vec::new();
+    for v in VARIANTS {
+        let dir = TempDir::new("check");
+        copy_tree(&example_repo(), dir.path());
+        let path = dir.path().join(v.file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(
+            text.contains(v.from),
+            "{}: `{}` not found in {}",
+            v.name,
+            v.from,
+            v.file
+        );
+        let changed = text.replacen(v.from, v.to, 1);
+        std::fs::write(&path, &changed).expect("write");
+        let marker = v.at.unwrap_or_else(|| v.to.lines().next().unwrap_or(v.to));
+        let lines: Vec<&str> = changed.lines().collect();
+        let line = lines
+            .iter()
+            .rposition(|l| l.contains(marker))
+            .expect("marker in file")
+            + 1;
+        let location = format!("{}:{line}:", v.file);
+        let out = check(dir.path(), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut missing: Vec<&str> = v
+            .expect
+            .iter()
+            .copied()
+            .filter(|e| !stderr.contains(*e))
+            .collect();
+        if !stderr.contains(&location) {
+            missing.push(&location);
+        }
+        if out.status.code() != Some(1) || !missing.is_empty() {
+            failures.push(format!(
+                "{}: exit {:?}, missing {missing:?}\n{stderr}",
+                v.name,
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+#[test]
+fn all_problems_are_reported_at_once_and_json_is_machine_readable() {
+    let dir = TempDir::new("check-json");
+    copy_tree(&example_repo(), dir.path());
+    let path = dir.path().join("fleet.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replace("monitor = \"2m\"", "monitr = \"2m\"")
+        .replace("max_failure_ratio = 0.1 ", "max_failure_ratio = 7 ")
+        .replace(
+            "timezone = \"Asia/Kathmandu\"",
+            "timezone = \"Mars/Olympus\"",
+        );
+    std::fs::write(&path, text).unwrap();
+    let out = check(dir.path(), &["--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(report["valid"], false);
+    let keys: Vec<&str> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["key"].as_str())
+        .collect();
+    for key in [
+        "rollout.monitr",
+        "rollout.max_failure_ratio",
+        "nodes.ap-ktm-1.timezone",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    assert!(
+        report["errors"][0]["location"]["start"]["line"]
+            .as_u64()
+            .is_some()
+    );
+
+    let ok = check(&example_repo(), &["--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["fleet"]["batches"][0]["name"], "canary");
+    assert_eq!(report["fleet"]["images"].as_str().map(str::len), Some(64));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(
+        check(Path::new("/nonexistent/fleet"), &[]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        check(&example_repo(), &["--format", "yaml"]).status.code(),
+        Some(2)
+    );
+}
