@@ -387,20 +387,13 @@ fn read_rollout(
         }
         **slot = d.value;
     }
-    if let Some(r) = t.float("max_failure_ratio", "0.1", diags) {
+    if let Some(r) = t.ratio(
+        "max_failure_ratio",
+        "0.0: any failure halts; 1.0: never halt",
+        diags,
+    ) {
         spans.record(&r);
-        if (0.0..=1.0).contains(&r.value) {
-            rollout.max_failure_ratio = r.value;
-        } else {
-            diags.push(
-                t.error(
-                    "max_failure_ratio",
-                    r.span,
-                    format!("`rollout.max_failure_ratio` = {} is out of range", r.value),
-                )
-                .help("use a ratio from 0.0 (any failure halts) to 1.0 (never halt), e.g. 0.1"),
-            );
-        }
+        rollout.max_failure_ratio = r.value;
     }
     if let Some(a) = enum_value(
         t,
@@ -424,15 +417,13 @@ fn read_rollout(
     ) {
         rollout.order = o;
     }
-    if let Some(n) = t.integer("max_parallel", "2", diags) {
-        match u32::try_from(n.value) {
-            Ok(0) => rollout.max_parallel = None,
-            Ok(n) => rollout.max_parallel = Some(n),
-            Err(_) => diags.push(
-                t.error("max_parallel", n.span, format!("`rollout.max_parallel` = {} is out of range", n.value))
-                    .help("use 0 for no limit, or the most nodes of a batch that may converge at once, e.g. 2"),
-            ),
-        }
+    if let Some(n) = t.count(
+        "max_parallel",
+        0,
+        "0 for no limit, else the most nodes of a batch converging at once",
+        diags,
+    ) {
+        rollout.max_parallel = (n.value > 0).then_some(n.value);
     }
     if let Some(b) = t.bool("self_heal", diags) {
         rollout.self_heal = b.value;
@@ -666,18 +657,13 @@ fn read_nodes(t: &TableReader, diags: &mut Diagnostics) -> BTreeMap<NodeId, Node
                 }
             }
         }
-        if let Some(w) = n.integer("weight", "1", diags) {
-            match u32::try_from(w.value) {
-                Ok(weight) if weight >= 1 => facts.weight = weight,
-                _ => diags.push(
-                    n.error(
-                        "weight",
-                        w.span,
-                        format!("`{}` = {} is out of range", w.key, w.value),
-                    )
-                    .help("a weight is a whole number of at least 1 (critical nodes count more)"),
-                ),
-            }
+        if let Some(w) = n.count(
+            "weight",
+            1,
+            "how many times the node counts in its batch's failure ratio",
+            diags,
+        ) {
+            facts.weight = w.value;
         }
         if let Some(h) = n.bool("hold", diags) {
             facts.hold = h.value;

@@ -82,34 +82,22 @@ pub fn read_policy(root: &TableReader, diags: &mut Diagnostics) -> Policy {
     }
     if let Some(r) = root.table("rollout", diags) {
         r.deny_unknown(ROLLOUT_KEYS, diags);
-        if let Some(n) = r.integer("require_first_batch_max", "2", diags) {
-            match u32::try_from(n.value) {
-                Ok(n) if n >= 1 => policy.require_first_batch_max = Some(n),
-                _ => diags.push(
-                    r.error(
-                        "require_first_batch_max",
-                        n.span,
-                        format!("`{}` = {} is out of range", n.key, n.value),
-                    )
-                    .help("the first batch may hold at most this many nodes; use 1 or more"),
-                ),
-            }
-        }
+        policy.require_first_batch_max = r
+            .count(
+                "require_first_batch_max",
+                1,
+                "the most nodes the first batch may list",
+                diags,
+            )
+            .map(|n| n.value);
         policy.min_monitor = r.duration("min_monitor", diags).map(|d| d.value);
-        if let Some(f) = r.float("max_failure_ratio", "0.1", diags) {
-            if (0.0..=1.0).contains(&f.value) {
-                policy.max_failure_ratio = Some(f.value);
-            } else {
-                diags.push(
-                    r.error(
-                        "max_failure_ratio",
-                        f.span,
-                        format!("`{}` = {} is out of range", f.key, f.value),
-                    )
-                    .help("use a ratio from 0.0 to 1.0"),
-                );
-            }
-        }
+        policy.max_failure_ratio = r
+            .ratio(
+                "max_failure_ratio",
+                "the highest ratio fleet.toml may set",
+                diags,
+            )
+            .map(|f| f.value);
         if let Some(b) = r.bool("allowed_windows_only", diags) {
             policy.allowed_windows_only = b.value;
         }

@@ -242,6 +242,48 @@ impl<'a, 's> TableReader<'a, 's> {
         }
     }
 
+    /// A ratio in 0.0..=1.0; `meaning` explains the ends of the range in the help.
+    pub fn ratio(&self, key: &str, meaning: &str, diags: &mut Diagnostics) -> Option<Located<f64>> {
+        let r = self.float(key, "0.1", diags)?;
+        if (0.0..=1.0).contains(&r.value) {
+            return Some(r);
+        }
+        diags.push(
+            self.error(
+                key,
+                r.span,
+                format!("`{}` = {} is out of range", r.key, r.value),
+            )
+            .help(format!("use a ratio from 0.0 to 1.0 ({meaning}), e.g. 0.1")),
+        );
+        None
+    }
+
+    /// A whole number of at least `min`; `meaning` says what it counts, for the help.
+    pub fn count(
+        &self,
+        key: &str,
+        min: u32,
+        meaning: &str,
+        diags: &mut Diagnostics,
+    ) -> Option<Located<u32>> {
+        let n = self.integer(key, &min.max(1).to_string(), diags)?;
+        match u32::try_from(n.value) {
+            Ok(v) if v >= min => Some(self.located(key, v, n.span)),
+            _ => {
+                diags.push(
+                    self.error(
+                        key,
+                        n.span,
+                        format!("`{}` = {} is out of range", n.key, n.value),
+                    )
+                    .help(format!("use a whole number of at least {min}: {meaning}")),
+                );
+                None
+            }
+        }
+    }
+
     pub fn duration(&self, key: &str, diags: &mut Diagnostics) -> Option<Located<Duration>> {
         let text = self.string(key, "\"5m\"", diags)?;
         match parse_duration(&text.value) {
