@@ -307,14 +307,18 @@ pub fn decide(inputs: &Inputs) -> Decision {
     if let Some(halted) = batch::halted_at(&progress, fleet.rollout.max_failure_ratio) {
         let batch = halted.name.clone();
         let previous = local.last_good_except(desired).cloned();
-        return match (runs_desired, fleet.rollout.failure_action, previous) {
-            (true, FailureAction::Rollback, Some(to)) => Verdict::Restore {
-                to: Some(to),
-                reason: RestoreReason::Halted { batch },
-            },
-            _ => Verdict::Halted { batch },
+        match (runs_desired, fleet.rollout.failure_action, previous) {
+            (true, FailureAction::Rollback, Some(to)) => {
+                return Verdict::Restore {
+                    to: Some(to),
+                    reason: RestoreReason::Halted { batch },
+                }
+                .into();
+            }
+            // `pause`: a node that applied the release keeps it; its gate still runs.
+            (true, FailureAction::Pause, _) => {}
+            _ => return Verdict::Halted { batch }.into(),
         }
-        .into();
     }
 
     if runs_desired {
@@ -615,10 +619,14 @@ mod tests {
             decide_for(&f, "eu-1", &records, &running('a')),
             Verdict::Settled { state: Failed }
         );
+        assert_eq!(
+            decide_for(&f, "eu-2", &records, &running('a')).state(),
+            Halted
+        );
         f.rollout.failure_action = FailureAction::Pause;
         assert_eq!(
             decide_for(&f, "us-1", &records, &running('b')).state(),
-            Halted
+            Healthy
         );
     }
 
