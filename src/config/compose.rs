@@ -68,7 +68,7 @@ pub const SUPPORTED_SERVICE_KEYS: &[&str] = &[
 ];
 
 /// `deploy.resources.limits` keys honoured (the rest of `deploy` is Swarm's).
-pub const SUPPORTED_LIMITS: &[&str] = &["cpus", "memory", "pids"];
+pub const SUPPORTED_LIMITS: &[&str] = &["cpus", "memory"];
 
 const MAX_DEPTH: usize = 64;
 const MAX_EXPANDED_NODES: usize = 100_000;
@@ -177,6 +177,7 @@ pub fn load(
         return None;
     }
     let (configs, service_configs) = lift_configs(&ctx, &mut value, diags);
+    numbers_to_strings_in_limits(&mut value);
     let compose: docker_compose_types::Compose = match serde_yaml::from_value(value) {
         Ok(c) => c,
         Err(e) => {
@@ -585,6 +586,26 @@ fn interpolate_values(
         }
         Value::Tagged(tagged) => interpolate_values(ctx, &mut tagged.value, path, vars, diags),
         _ => {}
+    }
+}
+
+/// `cpus: 0.5` and `memory: 1073741824` are valid Compose, but docker-compose-types
+/// types both as strings: write numbers as strings before typing.
+fn numbers_to_strings_in_limits(value: &mut Value) {
+    let Some(Value::Mapping(services)) = value.get_mut("services") else {
+        return;
+    };
+    for (_, service) in services.iter_mut() {
+        let limits = service
+            .get_mut("deploy")
+            .and_then(|d| d.get_mut("resources"))
+            .and_then(|r| r.get_mut("limits"))
+            .and_then(Value::as_mapping_mut);
+        for (_, v) in limits.into_iter().flat_map(|l| l.iter_mut()) {
+            if let Value::Number(n) = v {
+                *v = Value::String(n.to_string());
+            }
+        }
     }
 }
 

@@ -11,12 +11,8 @@ use bollard::models::{ContainerSummary, EventMessage};
 use bollard::query_parameters::{CreateImageOptions, EventsOptions, ListContainersOptions};
 use futures_util::{Stream, TryStreamExt};
 
+use super::spec::PROJECT_LABEL;
 use crate::config::fleet::PinnedImage;
-
-/// Compose's label naming the project a container, network or volume belongs to.
-pub const PROJECT_LABEL: &str = "com.docker.compose.project";
-pub const SERVICE_LABEL: &str = "com.docker.compose.service";
-pub const CONFIG_HASH_LABEL: &str = "com.docker.compose.config-hash";
 
 /// What went wrong talking to the engine, phrased for an operator.
 #[derive(Debug)]

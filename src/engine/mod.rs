@@ -1,1 +1,2 @@
 pub mod docker;
+pub mod spec;
