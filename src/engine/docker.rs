@@ -7,11 +7,17 @@ use std::collections::HashMap;
 
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
-use bollard::models::{ContainerSummary, EventMessage};
-use bollard::query_parameters::{CreateImageOptions, EventsOptions, ListContainersOptions};
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EndpointSettings, EventMessage,
+    NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
+    RenameContainerOptions, StopContainerOptions,
+};
 use futures_util::{Stream, TryStreamExt};
 
-use super::spec::PROJECT_LABEL;
+use super::spec::{PROJECT_LABEL, ResourceSpec};
 use crate::config::fleet::PinnedImage;
 
 /// What went wrong talking to the engine, phrased for an operator.
@@ -141,6 +147,127 @@ impl DockerEngine {
                 action: "stream events".to_string(),
                 reason: e.to_string(),
             })
+    }
+
+    pub async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, EngineError> {
+        self.client
+            .inspect_container(id, None)
+            .await
+            .map_err(api(format!("inspect container {id}")))
+    }
+
+    /// Creates a container named `name`; returns its id.
+    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String, EngineError> {
+        let options = CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        self.client
+            .create_container(Some(options), body)
+            .await
+            .map(|r| r.id)
+            .map_err(api(format!("create container {name}")))
+    }
+
+    pub async fn connect_network(&self, network: &str, id: &str, endpoint: EndpointSettings) -> Result<(), EngineError> {
+        let request = NetworkConnectRequest {
+            container: id.to_string(),
+            endpoint_config: Some(endpoint),
+        };
+        self.client
+            .connect_network(network, request)
+            .await
+            .map_err(api(format!("connect {id} to network {network}")))
+    }
+
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.client
+            .start_container(id, None)
+            .await
+            .map_err(api(format!("start container {id}")))
+    }
+
+    /// Stops gracefully (the container's stop signal, then SIGKILL after `timeout`).
+    pub async fn stop(&self, id: &str, timeout: Option<std::time::Duration>) -> Result<(), EngineError> {
+        let options = StopContainerOptions {
+            t: timeout.map(|t| i32::try_from(t.as_secs()).unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        match self.client.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(api(format!("stop container {id}"))(e)),
+        }
+    }
+
+    /// Removes a container (and its anonymous volumes); a missing one is not an error.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match self.client.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(api(format!("remove container {id}"))(e)),
+        }
+    }
+
+    pub async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
+        self.client
+            .rename_container(id, RenameContainerOptions { name: name.to_string() })
+            .await
+            .map_err(api(format!("rename container {id} to {name}")))
+    }
+
+    /// Creates the network unless it exists (external ones must exist).
+    pub async fn ensure_network(&self, network: &ResourceSpec) -> Result<(), EngineError> {
+        if self.client.inspect_network(&network.name, None).await.is_ok() {
+            return Ok(());
+        }
+        if network.external {
+            return Err(EngineError::Api {
+                action: format!("find external network {}", network.name),
+                reason: "it does not exist; create it on the node first".to_string(),
+            });
+        }
+        let request = NetworkCreateRequest {
+            name: network.name.clone(),
+            driver: network.driver.clone(),
+            labels: Some(network.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.client
+            .create_network(request)
+            .await
+            .map(drop)
+            .map_err(api(format!("create network {}", network.name)))
+    }
+
+    /// Creates the volume unless it exists (external ones must exist).
+    pub async fn ensure_volume(&self, volume: &ResourceSpec) -> Result<(), EngineError> {
+        if self.client.inspect_volume(&volume.name).await.is_ok() {
+            return Ok(());
+        }
+        if volume.external {
+            return Err(EngineError::Api {
+                action: format!("find external volume {}", volume.name),
+                reason: "it does not exist; create it on the node first".to_string(),
+            });
+        }
+        let request = VolumeCreateRequest {
+            name: Some(volume.name.clone()),
+            driver: volume.driver.clone(),
+            labels: Some(volume.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.client
+            .create_volume(request)
+            .await
+            .map(drop)
+            .map_err(api(format!("create volume {}", volume.name)))
     }
 
     /// Whether the pinned image is present locally under `reference`.

@@ -1,0 +1,319 @@
+//! Converge a project to its spec, then restore or commit after the gate (SPEC §3 rules
+//! 4 and 6).
+//!
+//! Nothing is stopped before every image is present and verified (the caller pulls
+//! first). Only services whose config hash changed are replaced; a replaced container is
+//! stopped and renamed `<name>-gitfleet-previous`, not removed, until the gate passes, so
+//! a restore is a rename and a start. Services are started level by level in
+//! `depends_on` order; the services of one level in parallel.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
+use futures_util::future::join_all;
+
+use super::docker::{DockerEngine, EngineError};
+use super::plan::{Observed, PREVIOUS_SUFFIX, Plan, ServiceAction, plan};
+use super::spec::{Condition, ProjectSpec, ServiceSpec, start_order};
+use crate::config::fleet::{UpdateOrder, ImageSet};
+
+/// A service whose container converge replaced or created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Swap {
+    pub service: String,
+    pub container_name: String,
+    /// The container kept for restore (renamed), if the service had one.
+    pub previous: Option<String>,
+    pub new: String,
+}
+
+/// What a converge did: enough to undo it (restore) or finish it (commit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub swaps: Vec<Swap>,
+    /// Removed on commit: containers of services that left the stack, and previous
+    /// containers no swap of this converge refers to.
+    pub leftovers: Vec<Observed>,
+}
+
+/// A converge that stopped part way: the error, and what had been done (to restore).
+#[derive(Debug)]
+pub struct ConvergeFailure {
+    pub error: EngineError,
+    pub applied: Applied,
+}
+
+pub struct ConvergeOptions<'a> {
+    pub order: UpdateOrder,
+    /// How long to wait for a `service_healthy` (or completed) dependency.
+    pub dependency_timeout: Duration,
+    /// Service → the local reference its pinned image was pulled as.
+    pub local_images: &'a BTreeMap<String, String>,
+}
+
+/// The containers of the project, as the engine lists them.
+pub async fn observe(engine: &DockerEngine, project: &str) -> Result<Vec<Observed>, EngineError> {
+    Ok(engine
+        .list_project(project)
+        .await?
+        .iter()
+        .filter_map(Observed::from_summary)
+        .collect())
+}
+
+/// Pulls every image of the set (in parallel), falling back to mirrors; returns the
+/// local reference of each service's image. Touches no container.
+pub async fn pull_all(
+    engine: &DockerEngine,
+    images: &ImageSet,
+    registries: &BTreeMap<String, Vec<String>>,
+) -> Result<BTreeMap<String, String>, EngineError> {
+    let pulls = images.0.iter().map(|(service, image)| async move {
+        let mirrors = registries.get(image.registry()).map(Vec::as_slice).unwrap_or_default();
+        engine.pull(image, mirrors).await.map(|local| (service.clone(), local))
+    });
+    join_all(pulls).await.into_iter().collect()
+}
+
+/// Converges the project to `spec`. On failure, the returned [`ConvergeFailure`] says
+/// what was done so the caller can [`restore`].
+pub async fn converge(engine: &DockerEngine, spec: &ProjectSpec, options: &ConvergeOptions<'_>) -> Result<Applied, ConvergeFailure> {
+    let fail = |error, applied| ConvergeFailure { error, applied };
+    let levels = start_order(spec).map_err(|reason| {
+        fail(
+            EngineError::Api {
+                action: "order services".into(),
+                reason,
+            },
+            Applied::default(),
+        )
+    })?;
+    for network in spec.networks.values() {
+        let used = spec.services.values().any(|s| {
+            s.create.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) == Some(network.name.as_str())
+                || s.extra_networks.iter().any(|(n, _)| n == &network.name)
+        });
+        if used {
+            engine.ensure_network(network).await.map_err(|e| fail(e, Applied::default()))?;
+        }
+    }
+    for volume in spec.volumes.values() {
+        engine.ensure_volume(volume).await.map_err(|e| fail(e, Applied::default()))?;
+    }
+    let observed = observe(engine, &spec.project).await.map_err(|e| fail(e, Applied::default()))?;
+    let observed = heal_interrupted_swaps(engine, spec, observed).await.map_err(|e| fail(e, Applied::default()))?;
+    let plan = plan(spec, &observed);
+
+    let mut applied = Applied {
+        swaps: Vec::new(),
+        leftovers: plan.orphans.clone(),
+    };
+    for level in &levels {
+        let results = join_all(level.iter().map(|name| apply(engine, &spec.services[name], &plan, options))).await;
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(Some(swap)) => applied.swaps.push(swap),
+                Ok(None) => {}
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(fail(error, applied));
+        }
+        if let Err(error) = wait_for_dependents(engine, spec, level, &plan, &applied, options.dependency_timeout).await {
+            return Err(fail(error, applied));
+        }
+    }
+    let kept: Vec<&str> = applied.swaps.iter().filter_map(|s| s.previous.as_deref()).collect();
+    let stale: Vec<Observed> = plan.previous.iter().filter(|p| !kept.contains(&p.id.as_str())).cloned().collect();
+    applied.leftovers.extend(stale);
+    Ok(applied)
+}
+
+/// A crash between renaming a container away and creating its replacement leaves a
+/// service with only its previous container: give it its name back, so nothing is lost.
+async fn heal_interrupted_swaps(engine: &DockerEngine, spec: &ProjectSpec, observed: Vec<Observed>) -> Result<Vec<Observed>, EngineError> {
+    let mut healed = false;
+    for previous in observed.iter().filter(|o| o.is_previous()) {
+        let has_current = observed.iter().any(|o| !o.is_previous() && o.service == previous.service);
+        if let (false, Some(service)) = (has_current, spec.services.get(&previous.service)) {
+            engine.rename(&previous.id, &service.container_name).await?;
+            healed = true;
+        }
+    }
+    if healed { observe(engine, &spec.project).await } else { Ok(observed) }
+}
+
+/// Carries out one service's action; returns the swap when a container was created.
+async fn apply(engine: &DockerEngine, service: &ServiceSpec, plan: &Plan, options: &ConvergeOptions<'_>) -> Result<Option<Swap>, EngineError> {
+    let action = plan.actions.get(&service.service).cloned().unwrap_or(ServiceAction::Create);
+    let kept_previous = plan.previous.iter().find(|p| p.service == service.service).map(|p| p.id.clone());
+    let previous_name = format!("{}{PREVIOUS_SUFFIX}", service.container_name);
+    match action {
+        ServiceAction::Keep { .. } => Ok(None),
+        ServiceAction::Start { id } => engine.start(&id).await.map(|()| None),
+        ServiceAction::Create => {
+            let new = create(engine, service, options).await?;
+            engine.start(&new).await?;
+            Ok(Some(Swap {
+                service: service.service.clone(),
+                container_name: service.container_name.clone(),
+                previous: kept_previous,
+                new,
+            }))
+        }
+        ServiceAction::Recreate { old, .. } => {
+            // An older previous container is the last known-good one: keep it, and drop
+            // the unverified container instead of keeping it as previous.
+            let previous = kept_previous.unwrap_or_else(|| old.clone());
+            let set_aside = |engine: &DockerEngine| {
+                let (old, previous, previous_name) = (old.clone(), previous.clone(), previous_name.clone());
+                let engine = engine.clone();
+                async move {
+                    if previous == old {
+                        engine.rename(&old, &previous_name).await
+                    } else {
+                        engine.remove(&old).await
+                    }
+                }
+            };
+            let new = match options.order {
+                UpdateOrder::StopFirst => {
+                    engine.stop(&old, service.stop_timeout).await?;
+                    set_aside(engine).await?;
+                    let new = create(engine, service, options).await?;
+                    engine.start(&new).await?;
+                    new
+                }
+                UpdateOrder::StartFirst => {
+                    set_aside(engine).await?;
+                    let new = create(engine, service, options).await?;
+                    engine.start(&new).await?;
+                    if previous == old {
+                        engine.stop(&old, service.stop_timeout).await?;
+                    }
+                    new
+                }
+            };
+            Ok(Some(Swap {
+                service: service.service.clone(),
+                container_name: service.container_name.clone(),
+                previous: Some(previous),
+                new,
+            }))
+        }
+    }
+}
+
+async fn create(engine: &DockerEngine, service: &ServiceSpec, options: &ConvergeOptions<'_>) -> Result<String, EngineError> {
+    let mut body = service.create.clone();
+    if let Some(local) = options.local_images.get(&service.service) {
+        body.image = Some(local.clone());
+    }
+    let id = engine.create(&service.container_name, body).await?;
+    for (network, endpoint) in &service.extra_networks {
+        engine.connect_network(network, &id, endpoint.clone()).await?;
+    }
+    Ok(id)
+}
+
+/// After a level starts, waits for what later services' `depends_on` conditions need.
+async fn wait_for_dependents(
+    engine: &DockerEngine,
+    spec: &ProjectSpec,
+    level: &[String],
+    plan: &Plan,
+    applied: &Applied,
+    timeout: Duration,
+) -> Result<(), EngineError> {
+    let mut waits = Vec::new();
+    for service in level {
+        let strongest = spec
+            .services
+            .values()
+            .flat_map(|s| &s.depends_on)
+            .filter(|d| &d.service == service)
+            .map(|d| d.condition)
+            .max_by_key(|c| match c {
+                Condition::Started => 0,
+                Condition::Healthy => 1,
+                Condition::CompletedSuccessfully => 2,
+            });
+        let id = applied
+            .swaps
+            .iter()
+            .find(|s| &s.service == service)
+            .map(|s| s.new.clone())
+            .or_else(|| match plan.actions.get(service) {
+                Some(ServiceAction::Keep { id } | ServiceAction::Start { id }) => Some(id.clone()),
+                _ => None,
+            });
+        if let (Some(condition), Some(id)) = (strongest, id) {
+            waits.push(wait_until(engine, service, id, condition, timeout));
+        }
+    }
+    join_all(waits).await.into_iter().collect()
+}
+
+/// Polls the container until `condition` holds (the gate proper is event-driven; this
+/// only orders startup).
+async fn wait_until(engine: &DockerEngine, service: &str, id: String, condition: Condition, timeout: Duration) -> Result<(), EngineError> {
+    let deadline = Instant::now() + timeout;
+    let failed = |reason: String| EngineError::Api {
+        action: format!("start dependency `{service}`"),
+        reason,
+    };
+    loop {
+        let state = engine.inspect(&id).await?.state.unwrap_or_default();
+        let exited = state.status == Some(ContainerStateStatusEnum::EXITED);
+        let health = state.health.and_then(|h| h.status);
+        match condition {
+            Condition::Started if state.running == Some(true) || exited => return Ok(()),
+            Condition::Healthy if health == Some(HealthStatusEnum::HEALTHY) => return Ok(()),
+            Condition::Healthy if health == Some(HealthStatusEnum::UNHEALTHY) => {
+                return Err(failed("it became unhealthy".into()));
+            }
+            Condition::Healthy if health.is_none() || health == Some(HealthStatusEnum::NONE) => {
+                return Err(failed("it has no healthcheck, but a service depends on it with service_healthy".into()));
+            }
+            Condition::Healthy | Condition::Started if exited => {
+                return Err(failed(format!("it exited with code {}", state.exit_code.unwrap_or(-1))));
+            }
+            Condition::CompletedSuccessfully if exited && state.exit_code == Some(0) => return Ok(()),
+            Condition::CompletedSuccessfully if exited => {
+                return Err(failed(format!("it exited with code {}", state.exit_code.unwrap_or(-1))));
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(failed(format!("its condition {condition:?} did not hold within {}s", timeout.as_secs())));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Undoes a converge: removes the new containers and gives each previous container its
+/// name back and starts it.
+pub async fn restore(engine: &DockerEngine, applied: &Applied) -> Result<(), EngineError> {
+    for swap in applied.swaps.iter().rev() {
+        engine.remove(&swap.new).await?;
+        if let Some(previous) = &swap.previous {
+            engine.rename(previous, &swap.container_name).await?;
+            engine.start(previous).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Finishes a converge whose gate passed: removes previous containers and leftovers.
+pub async fn commit(engine: &DockerEngine, applied: &Applied) -> Result<(), EngineError> {
+    for previous in applied.swaps.iter().filter_map(|s| s.previous.as_ref()) {
+        engine.remove(previous).await?;
+    }
+    for leftover in &applied.leftovers {
+        engine.remove(&leftover.id).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Holds a converged stack to the health gate (SPEC §3 rule 5), driven by the engine's
+//! event stream: every `health_status`, `die`, `start` or `restart` event of the project
+//! re-evaluates at once; a one-second tick runs the `[health.*]` probes and notices the
+//! deadlines. The verdict itself is the pure `core::gate::evaluate`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+
+use super::docker::{DockerEngine, EngineError};
+use super::probe;
+use super::spec::ProjectSpec;
+use crate::config::fleet::Probe;
+use crate::core::gate::{GateVerdict, HealthCheck, ServiceHealth, evaluate};
+
+/// How often probes run and deadlines are checked between events.
+const TICK: Duration = Duration::from_secs(1);
+
+pub struct GateSettings<'a> {
+    pub probes: &'a BTreeMap<String, Vec<Probe>>,
+    pub health_timeout: Duration,
+    pub monitor: Duration,
+}
+
+/// Judges the running stack until the gate passes or fails.
+pub async fn hold(engine: &DockerEngine, spec: &ProjectSpec, settings: &GateSettings<'_>) -> Result<GateVerdict, EngineError> {
+    let mut events = Box::pin(engine.project_events(&spec.project));
+    let converged_at = Utc::now();
+    let baseline = restart_counts(engine, spec).await?;
+    let mut healthy_since: Option<DateTime<Utc>> = None;
+    loop {
+        let observed = observe_health(engine, spec, settings.probes, &baseline).await?;
+        let now = Utc::now();
+        let verdict = evaluate(&observed, converged_at, healthy_since, now, settings.health_timeout, settings.monitor);
+        let wake_at = match verdict {
+            GateVerdict::Pending { deadline } => deadline,
+            GateVerdict::Holding { until } => {
+                healthy_since.get_or_insert(now);
+                until
+            }
+            GateVerdict::Passed | GateVerdict::Failed { .. } => return Ok(verdict),
+        };
+        let until_wake = (wake_at - now).to_std().unwrap_or_default().min(TICK);
+        tokio::select! {
+            _ = events.next() => {}
+            () = tokio::time::sleep(until_wake) => {}
+        }
+    }
+}
+
+/// Each service container's restart count now, so restarts during the gate show.
+async fn restart_counts(engine: &DockerEngine, spec: &ProjectSpec) -> Result<BTreeMap<String, i64>, EngineError> {
+    let mut out = BTreeMap::new();
+    for (name, service) in &spec.services {
+        if let Ok(inspect) = engine.inspect(&service.container_name).await {
+            out.insert(name.clone(), inspect.restart_count.unwrap_or(0));
+        }
+    }
+    Ok(out)
+}
+
+/// The facts the gate judges, one per service.
+pub async fn observe_health(
+    engine: &DockerEngine,
+    spec: &ProjectSpec,
+    probes: &BTreeMap<String, Vec<Probe>>,
+    baseline: &BTreeMap<String, i64>,
+) -> Result<Vec<ServiceHealth>, EngineError> {
+    let mut out = Vec::new();
+    for (name, service) in &spec.services {
+        let inspect = match engine.inspect(&service.container_name).await {
+            Ok(i) => i,
+            Err(EngineError::Api { .. }) => {
+                out.push(ServiceHealth {
+                    service: name.clone(),
+                    running: false,
+                    check: HealthCheck::None,
+                    restarts: 0,
+                    probe: None,
+                    last_log: Some("container is missing".into()),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut health = service_health(name, &inspect, baseline.get(name).copied().unwrap_or(0));
+        if let Some(list) = probes.get(name).filter(|l| !l.is_empty()) {
+            let mut result = Ok(());
+            for p in list {
+                if let Err(e) = probe::run(engine, &service.container_name, p).await {
+                    result = Err(e);
+                    break;
+                }
+            }
+            health.probe = Some(result);
+        }
+        out.push(health);
+    }
+    Ok(out)
+}
+
+fn service_health(service: &str, inspect: &ContainerInspectResponse, baseline_restarts: i64) -> ServiceHealth {
+    let state = inspect.state.clone().unwrap_or_default();
+    let health = state.health.unwrap_or_default();
+    let check = match health.status {
+        Some(HealthStatusEnum::STARTING) => HealthCheck::Starting,
+        Some(HealthStatusEnum::HEALTHY) => HealthCheck::Healthy,
+        Some(HealthStatusEnum::UNHEALTHY) => HealthCheck::Unhealthy,
+        _ => HealthCheck::None,
+    };
+    let last_log = health
+        .log
+        .and_then(|log| log.last().and_then(|r| r.output.clone()))
+        .map(|o| o.trim().lines().last().unwrap_or_default().to_string());
+    ServiceHealth {
+        service: service.to_string(),
+        running: state.running == Some(true),
+        check,
+        restarts: u32::try_from((inspect.restart_count.unwrap_or(0) - baseline_restarts).max(0)).unwrap_or(u32::MAX),
+        probe: None,
+        last_log,
+    }
+}

@@ -1,0 +1,135 @@
+//! What converge will do to each service, decided purely from the spec and the
+//! containers the engine reports. `gitfleet diff` prints this; converge executes it.
+
+use std::collections::BTreeMap;
+
+use bollard::models::ContainerSummary;
+
+use super::spec::{CONFIG_HASH_LABEL, ONEOFF_LABEL, ProjectSpec, SERVICE_LABEL};
+
+/// Suffix of the name a replaced container keeps until the new one passes the gate, so
+/// that restoring it is a rename and a start, not a pull and a create.
+pub const PREVIOUS_SUFFIX: &str = "-gitfleet-previous";
+
+/// A container of the project, as listed by the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub config_hash: Option<String>,
+    pub running: bool,
+    /// The image reference it was created from.
+    pub image: String,
+}
+
+impl Observed {
+    /// `None` for containers that are not a Compose service's (one-off runs, unlabeled).
+    pub fn from_summary(c: &ContainerSummary) -> Option<Self> {
+        let labels = c.labels.as_ref()?;
+        if labels.get(ONEOFF_LABEL).is_some_and(|v| v == "True") {
+            return None;
+        }
+        Some(Observed {
+            id: c.id.clone()?,
+            name: c.names.as_ref()?.first()?.trim_start_matches('/').to_string(),
+            service: labels.get(SERVICE_LABEL)?.clone(),
+            config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
+            running: c.state.as_ref().is_some_and(|s| s.to_string() == "running"),
+            image: c.image.clone().unwrap_or_default(),
+        })
+    }
+
+    /// A replaced container kept for restore.
+    pub fn is_previous(&self) -> bool {
+        self.name.ends_with(PREVIOUS_SUFFIX)
+    }
+}
+
+/// Why a service's container is replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Image { from: String, to: String },
+    Configuration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceAction {
+    /// Same configuration, running: nothing to do.
+    Keep { id: String },
+    /// Same configuration, stopped (by hand or by a crash): start it again.
+    Start { id: String },
+    /// No container yet.
+    Create,
+    /// Configuration changed: replace `old`.
+    Recreate { old: String, change: Change },
+}
+
+impl ServiceAction {
+    pub fn mutates(&self) -> bool {
+        !matches!(self, ServiceAction::Keep { .. })
+    }
+}
+
+/// Everything converge would do.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub actions: BTreeMap<String, ServiceAction>,
+    /// Containers of services no longer in the compose file, and duplicates: removed
+    /// only once the new stack is healthy.
+    pub orphans: Vec<Observed>,
+    /// Previous containers left by an earlier converge (committed or interrupted).
+    pub previous: Vec<Observed>,
+}
+
+impl Plan {
+    /// Nothing to create, start, replace or remove.
+    pub fn is_noop(&self) -> bool {
+        self.orphans.is_empty() && self.previous.is_empty() && !self.actions.values().any(ServiceAction::mutates)
+    }
+}
+
+/// Compares the spec with the observed containers.
+pub fn plan(spec: &ProjectSpec, observed: &[Observed]) -> Plan {
+    let mut plan = Plan::default();
+    let mut claimed: Vec<&str> = Vec::new();
+    for (name, service) in &spec.services {
+        let current = observed
+            .iter()
+            .filter(|o| !o.is_previous() && &o.service == name)
+            .min_by_key(|o| o.name != service.container_name);
+        let action = match current {
+            None => ServiceAction::Create,
+            Some(o) => {
+                claimed.push(&o.id);
+                if o.config_hash.as_deref() == Some(service.config_hash.as_str()) {
+                    if o.running {
+                        ServiceAction::Keep { id: o.id.clone() }
+                    } else {
+                        ServiceAction::Start { id: o.id.clone() }
+                    }
+                } else {
+                    let to = service.image.to_string();
+                    let change = if o.image == to {
+                        Change::Configuration
+                    } else {
+                        Change::Image {
+                            from: o.image.clone(),
+                            to,
+                        }
+                    };
+                    ServiceAction::Recreate { old: o.id.clone(), change }
+                }
+            }
+        };
+        plan.actions.insert(name.clone(), action);
+    }
+    for o in observed {
+        if o.is_previous() {
+            plan.previous.push(o.clone());
+        } else if !claimed.contains(&o.id.as_str()) {
+            plan.orphans.push(o.clone());
+        }
+    }
+    plan
+}
