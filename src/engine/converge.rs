@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 use super::docker::{DockerEngine, EngineError};
 use super::plan::{Observed, PREVIOUS_SUFFIX, Plan, ServiceAction, plan};
 use super::spec::{Condition, ProjectSpec, ServiceSpec, start_order};
-use crate::config::fleet::{UpdateOrder, ImageSet};
+use crate::config::fleet::{ImageSet, UpdateOrder};
 
 /// A service whose container converge replaced or created.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,15 +70,25 @@ pub async fn pull_all(
     registries: &BTreeMap<String, Vec<String>>,
 ) -> Result<BTreeMap<String, String>, EngineError> {
     let pulls = images.0.iter().map(|(service, image)| async move {
-        let mirrors = registries.get(image.registry()).map(Vec::as_slice).unwrap_or_default();
-        engine.pull(image, mirrors).await.map(|local| (service.clone(), local))
+        let mirrors = registries
+            .get(image.registry())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        engine
+            .pull(image, mirrors)
+            .await
+            .map(|local| (service.clone(), local))
     });
     join_all(pulls).await.into_iter().collect()
 }
 
 /// Converges the project to `spec`. On failure, the returned [`ConvergeFailure`] says
 /// what was done so the caller can [`restore`].
-pub async fn converge(engine: &DockerEngine, spec: &ProjectSpec, options: &ConvergeOptions<'_>) -> Result<Applied, ConvergeFailure> {
+pub async fn converge(
+    engine: &DockerEngine,
+    spec: &ProjectSpec,
+    options: &ConvergeOptions<'_>,
+) -> Result<Applied, ConvergeFailure> {
     let fail = |error, applied| ConvergeFailure { error, applied };
     let levels = start_order(spec).map_err(|reason| {
         fail(
@@ -91,18 +101,32 @@ pub async fn converge(engine: &DockerEngine, spec: &ProjectSpec, options: &Conve
     })?;
     for network in spec.networks.values() {
         let used = spec.services.values().any(|s| {
-            s.create.host_config.as_ref().and_then(|h| h.network_mode.as_deref()) == Some(network.name.as_str())
+            s.create
+                .host_config
+                .as_ref()
+                .and_then(|h| h.network_mode.as_deref())
+                == Some(network.name.as_str())
                 || s.extra_networks.iter().any(|(n, _)| n == &network.name)
         });
         if used {
-            engine.ensure_network(network).await.map_err(|e| fail(e, Applied::default()))?;
+            engine
+                .ensure_network(network)
+                .await
+                .map_err(|e| fail(e, Applied::default()))?;
         }
     }
     for volume in spec.volumes.values() {
-        engine.ensure_volume(volume).await.map_err(|e| fail(e, Applied::default()))?;
+        engine
+            .ensure_volume(volume)
+            .await
+            .map_err(|e| fail(e, Applied::default()))?;
     }
-    let observed = observe(engine, &spec.project).await.map_err(|e| fail(e, Applied::default()))?;
-    let observed = heal_interrupted_swaps(engine, spec, observed).await.map_err(|e| fail(e, Applied::default()))?;
+    let observed = observe(engine, &spec.project)
+        .await
+        .map_err(|e| fail(e, Applied::default()))?;
+    let observed = heal_interrupted_swaps(engine, spec, observed)
+        .await
+        .map_err(|e| fail(e, Applied::default()))?;
     let plan = plan(spec, &observed);
 
     let mut applied = Applied {
@@ -110,7 +134,12 @@ pub async fn converge(engine: &DockerEngine, spec: &ProjectSpec, options: &Conve
         leftovers: plan.orphans.clone(),
     };
     for level in &levels {
-        let results = join_all(level.iter().map(|name| apply(engine, &spec.services[name], &plan, options))).await;
+        let results = join_all(
+            level
+                .iter()
+                .map(|name| apply(engine, &spec.services[name], &plan, options)),
+        )
+        .await;
         let mut first_error = None;
         for result in results {
             match result {
@@ -122,34 +151,75 @@ pub async fn converge(engine: &DockerEngine, spec: &ProjectSpec, options: &Conve
         if let Some(error) = first_error {
             return Err(fail(error, applied));
         }
-        if let Err(error) = wait_for_dependents(engine, spec, level, &plan, &applied, options.dependency_timeout).await {
+        if let Err(error) = wait_for_dependents(
+            engine,
+            spec,
+            level,
+            &plan,
+            &applied,
+            options.dependency_timeout,
+        )
+        .await
+        {
             return Err(fail(error, applied));
         }
     }
-    let kept: Vec<&str> = applied.swaps.iter().filter_map(|s| s.previous.as_deref()).collect();
-    let stale: Vec<Observed> = plan.previous.iter().filter(|p| !kept.contains(&p.id.as_str())).cloned().collect();
+    let kept: Vec<&str> = applied
+        .swaps
+        .iter()
+        .filter_map(|s| s.previous.as_deref())
+        .collect();
+    let stale: Vec<Observed> = plan
+        .previous
+        .iter()
+        .filter(|p| !kept.contains(&p.id.as_str()))
+        .cloned()
+        .collect();
     applied.leftovers.extend(stale);
     Ok(applied)
 }
 
 /// A crash between renaming a container away and creating its replacement leaves a
 /// service with only its previous container: give it its name back, so nothing is lost.
-async fn heal_interrupted_swaps(engine: &DockerEngine, spec: &ProjectSpec, observed: Vec<Observed>) -> Result<Vec<Observed>, EngineError> {
+async fn heal_interrupted_swaps(
+    engine: &DockerEngine,
+    spec: &ProjectSpec,
+    observed: Vec<Observed>,
+) -> Result<Vec<Observed>, EngineError> {
     let mut healed = false;
     for previous in observed.iter().filter(|o| o.is_previous()) {
-        let has_current = observed.iter().any(|o| !o.is_previous() && o.service == previous.service);
+        let has_current = observed
+            .iter()
+            .any(|o| !o.is_previous() && o.service == previous.service);
         if let (false, Some(service)) = (has_current, spec.services.get(&previous.service)) {
             engine.rename(&previous.id, &service.container_name).await?;
             healed = true;
         }
     }
-    if healed { observe(engine, &spec.project).await } else { Ok(observed) }
+    if healed {
+        observe(engine, &spec.project).await
+    } else {
+        Ok(observed)
+    }
 }
 
 /// Carries out one service's action; returns the swap when a container was created.
-async fn apply(engine: &DockerEngine, service: &ServiceSpec, plan: &Plan, options: &ConvergeOptions<'_>) -> Result<Option<Swap>, EngineError> {
-    let action = plan.actions.get(&service.service).cloned().unwrap_or(ServiceAction::Create);
-    let kept_previous = plan.previous.iter().find(|p| p.service == service.service).map(|p| p.id.clone());
+async fn apply(
+    engine: &DockerEngine,
+    service: &ServiceSpec,
+    plan: &Plan,
+    options: &ConvergeOptions<'_>,
+) -> Result<Option<Swap>, EngineError> {
+    let action = plan
+        .actions
+        .get(&service.service)
+        .cloned()
+        .unwrap_or(ServiceAction::Create);
+    let kept_previous = plan
+        .previous
+        .iter()
+        .find(|p| p.service == service.service)
+        .map(|p| p.id.clone());
     let previous_name = format!("{}{PREVIOUS_SUFFIX}", service.container_name);
     match action {
         ServiceAction::Keep { .. } => Ok(None),
@@ -169,7 +239,8 @@ async fn apply(engine: &DockerEngine, service: &ServiceSpec, plan: &Plan, option
             // the unverified container instead of keeping it as previous.
             let previous = kept_previous.unwrap_or_else(|| old.clone());
             let set_aside = |engine: &DockerEngine| {
-                let (old, previous, previous_name) = (old.clone(), previous.clone(), previous_name.clone());
+                let (old, previous, previous_name) =
+                    (old.clone(), previous.clone(), previous_name.clone());
                 let engine = engine.clone();
                 async move {
                     if previous == old {
@@ -207,14 +278,20 @@ async fn apply(engine: &DockerEngine, service: &ServiceSpec, plan: &Plan, option
     }
 }
 
-async fn create(engine: &DockerEngine, service: &ServiceSpec, options: &ConvergeOptions<'_>) -> Result<String, EngineError> {
+async fn create(
+    engine: &DockerEngine,
+    service: &ServiceSpec,
+    options: &ConvergeOptions<'_>,
+) -> Result<String, EngineError> {
     let mut body = service.create.clone();
     if let Some(local) = options.local_images.get(&service.service) {
         body.image = Some(local.clone());
     }
     let id = engine.create(&service.container_name, body).await?;
     for (network, endpoint) in &service.extra_networks {
-        engine.connect_network(network, &id, endpoint.clone()).await?;
+        engine
+            .connect_network(network, &id, endpoint.clone())
+            .await?;
     }
     Ok(id)
 }
@@ -259,7 +336,13 @@ async fn wait_for_dependents(
 
 /// Polls the container until `condition` holds (the gate proper is event-driven; this
 /// only orders startup).
-async fn wait_until(engine: &DockerEngine, service: &str, id: String, condition: Condition, timeout: Duration) -> Result<(), EngineError> {
+async fn wait_until(
+    engine: &DockerEngine,
+    service: &str,
+    id: String,
+    condition: Condition,
+    timeout: Duration,
+) -> Result<(), EngineError> {
     let deadline = Instant::now() + timeout;
     let failed = |reason: String| EngineError::Api {
         action: format!("start dependency `{service}`"),
@@ -276,19 +359,33 @@ async fn wait_until(engine: &DockerEngine, service: &str, id: String, condition:
                 return Err(failed("it became unhealthy".into()));
             }
             Condition::Healthy if health.is_none() || health == Some(HealthStatusEnum::NONE) => {
-                return Err(failed("it has no healthcheck, but a service depends on it with service_healthy".into()));
+                return Err(failed(
+                    "it has no healthcheck, but a service depends on it with service_healthy"
+                        .into(),
+                ));
             }
             Condition::Healthy | Condition::Started if exited => {
-                return Err(failed(format!("it exited with code {}", state.exit_code.unwrap_or(-1))));
+                return Err(failed(format!(
+                    "it exited with code {}",
+                    state.exit_code.unwrap_or(-1)
+                )));
             }
-            Condition::CompletedSuccessfully if exited && state.exit_code == Some(0) => return Ok(()),
+            Condition::CompletedSuccessfully if exited && state.exit_code == Some(0) => {
+                return Ok(());
+            }
             Condition::CompletedSuccessfully if exited => {
-                return Err(failed(format!("it exited with code {}", state.exit_code.unwrap_or(-1))));
+                return Err(failed(format!(
+                    "it exited with code {}",
+                    state.exit_code.unwrap_or(-1)
+                )));
             }
             _ => {}
         }
         if Instant::now() >= deadline {
-            return Err(failed(format!("its condition {condition:?} did not hold within {}s", timeout.as_secs())));
+            return Err(failed(format!(
+                "its condition {condition:?} did not hold within {}s",
+                timeout.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

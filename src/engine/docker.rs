@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EndpointSettings, EventMessage,
-    NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EndpointSettings,
+    EventMessage, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
-    RenameContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
+    RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
 };
 use futures_util::{Stream, TryStreamExt};
 
@@ -157,7 +157,11 @@ impl DockerEngine {
     }
 
     /// Creates a container named `name`; returns its id.
-    pub async fn create(&self, name: &str, body: ContainerCreateBody) -> Result<String, EngineError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, EngineError> {
         let options = CreateContainerOptions {
             name: Some(name.to_string()),
             ..Default::default()
@@ -169,7 +173,12 @@ impl DockerEngine {
             .map_err(api(format!("create container {name}")))
     }
 
-    pub async fn connect_network(&self, network: &str, id: &str, endpoint: EndpointSettings) -> Result<(), EngineError> {
+    pub async fn connect_network(
+        &self,
+        network: &str,
+        id: &str,
+        endpoint: EndpointSettings,
+    ) -> Result<(), EngineError> {
         let request = NetworkConnectRequest {
             container: id.to_string(),
             endpoint_config: Some(endpoint),
@@ -188,7 +197,11 @@ impl DockerEngine {
     }
 
     /// Stops gracefully (the container's stop signal, then SIGKILL after `timeout`).
-    pub async fn stop(&self, id: &str, timeout: Option<std::time::Duration>) -> Result<(), EngineError> {
+    pub async fn stop(
+        &self,
+        id: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<(), EngineError> {
         let options = StopContainerOptions {
             t: timeout.map(|t| i32::try_from(t.as_secs()).unwrap_or(i32::MAX)),
             ..Default::default()
@@ -196,7 +209,9 @@ impl DockerEngine {
         match self.client.stop_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             // 304: already stopped.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
             Err(e) => Err(api(format!("stop container {id}"))(e)),
         }
     }
@@ -210,21 +225,33 @@ impl DockerEngine {
         };
         match self.client.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(api(format!("remove container {id}"))(e)),
         }
     }
 
     pub async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
         self.client
-            .rename_container(id, RenameContainerOptions { name: name.to_string() })
+            .rename_container(
+                id,
+                RenameContainerOptions {
+                    name: name.to_string(),
+                },
+            )
             .await
             .map_err(api(format!("rename container {id} to {name}")))
     }
 
     /// Creates the network unless it exists (external ones must exist).
     pub async fn ensure_network(&self, network: &ResourceSpec) -> Result<(), EngineError> {
-        if self.client.inspect_network(&network.name, None).await.is_ok() {
+        if self
+            .client
+            .inspect_network(&network.name, None)
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         if network.external {

@@ -26,7 +26,11 @@ pub struct GateSettings<'a> {
 }
 
 /// Judges the running stack until the gate passes or fails.
-pub async fn hold(engine: &DockerEngine, spec: &ProjectSpec, settings: &GateSettings<'_>) -> Result<GateVerdict, EngineError> {
+pub async fn hold(
+    engine: &DockerEngine,
+    spec: &ProjectSpec,
+    settings: &GateSettings<'_>,
+) -> Result<GateVerdict, EngineError> {
     let mut events = Box::pin(engine.project_events(&spec.project));
     let converged_at = Utc::now();
     let baseline = restart_counts(engine, spec).await?;
@@ -34,7 +38,14 @@ pub async fn hold(engine: &DockerEngine, spec: &ProjectSpec, settings: &GateSett
     loop {
         let observed = observe_health(engine, spec, settings.probes, &baseline).await?;
         let now = Utc::now();
-        let verdict = evaluate(&observed, converged_at, healthy_since, now, settings.health_timeout, settings.monitor);
+        let verdict = evaluate(
+            &observed,
+            converged_at,
+            healthy_since,
+            now,
+            settings.health_timeout,
+            settings.monitor,
+        );
         let wake_at = match verdict {
             GateVerdict::Pending { deadline } => deadline,
             GateVerdict::Holding { until } => {
@@ -52,7 +63,10 @@ pub async fn hold(engine: &DockerEngine, spec: &ProjectSpec, settings: &GateSett
 }
 
 /// Each service container's restart count now, so restarts during the gate show.
-async fn restart_counts(engine: &DockerEngine, spec: &ProjectSpec) -> Result<BTreeMap<String, i64>, EngineError> {
+async fn restart_counts(
+    engine: &DockerEngine,
+    spec: &ProjectSpec,
+) -> Result<BTreeMap<String, i64>, EngineError> {
     let mut out = BTreeMap::new();
     for (name, service) in &spec.services {
         if let Ok(inspect) = engine.inspect(&service.container_name).await {
@@ -102,7 +116,11 @@ pub async fn observe_health(
     Ok(out)
 }
 
-fn service_health(service: &str, inspect: &ContainerInspectResponse, baseline_restarts: i64) -> ServiceHealth {
+fn service_health(
+    service: &str,
+    inspect: &ContainerInspectResponse,
+    baseline_restarts: i64,
+) -> ServiceHealth {
     let state = inspect.state.clone().unwrap_or_default();
     let health = state.health.unwrap_or_default();
     let check = match health.status {
@@ -119,7 +137,8 @@ fn service_health(service: &str, inspect: &ContainerInspectResponse, baseline_re
         service: service.to_string(),
         running: state.running == Some(true),
         check,
-        restarts: u32::try_from((inspect.restart_count.unwrap_or(0) - baseline_restarts).max(0)).unwrap_or(u32::MAX),
+        restarts: u32::try_from((inspect.restart_count.unwrap_or(0) - baseline_restarts).max(0))
+            .unwrap_or(u32::MAX),
         probe: None,
         last_log,
     }

@@ -32,7 +32,12 @@ impl Observed {
         }
         Some(Observed {
             id: c.id.clone()?,
-            name: c.names.as_ref()?.first()?.trim_start_matches('/').to_string(),
+            name: c
+                .names
+                .as_ref()?
+                .first()?
+                .trim_start_matches('/')
+                .to_string(),
             service: labels.get(SERVICE_LABEL)?.clone(),
             config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
             running: c.state.as_ref().is_some_and(|s| s.to_string() == "running"),
@@ -85,7 +90,9 @@ pub struct Plan {
 impl Plan {
     /// Nothing to create, start, replace or remove.
     pub fn is_noop(&self) -> bool {
-        self.orphans.is_empty() && self.previous.is_empty() && !self.actions.values().any(ServiceAction::mutates)
+        self.orphans.is_empty()
+            && self.previous.is_empty()
+            && !self.actions.values().any(ServiceAction::mutates)
     }
 }
 
@@ -118,7 +125,10 @@ pub fn plan(spec: &ProjectSpec, observed: &[Observed]) -> Plan {
                             to,
                         }
                     };
-                    ServiceAction::Recreate { old: o.id.clone(), change }
+                    ServiceAction::Recreate {
+                        old: o.id.clone(),
+                        change,
+                    }
                 }
             }
         };

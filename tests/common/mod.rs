@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
 
+// Each test binary uses a subset of these helpers.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -45,4 +48,45 @@ pub fn copy_tree(from: &Path, to: &Path) {
 /// The example fleet repository shipped with gitfleet.
 pub fn example_repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet-repo")
+}
+
+/// The images `scripts/testenv up` pushed to the local registry, pinned by digest.
+pub struct TestImages {
+    pub healthy: String,
+    pub healthy_v2: String,
+    pub unhealthy: String,
+    pub slow: String,
+    pub crashloop: String,
+}
+
+/// The real engine and registry the integration tests need. Missing under CI (or
+/// anywhere) is a failure, never a skip.
+pub fn test_images() -> TestImages {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: these tests need the real Docker engine and registry. \
+                 Run them with scripts/test, or `scripts/testenv up && . /tmp/gitfleet-testenv/env` first"
+            )
+        })
+    };
+    assert!(
+        std::env::var("DOCKER_HOST").is_ok(),
+        "DOCKER_HOST is not set: run the tests with scripts/test"
+    );
+    TestImages {
+        healthy: var("GITFLEET_TEST_IMAGE_HEALTHY"),
+        healthy_v2: var("GITFLEET_TEST_IMAGE_HEALTHY_V2"),
+        unhealthy: var("GITFLEET_TEST_IMAGE_UNHEALTHY"),
+        slow: var("GITFLEET_TEST_IMAGE_SLOW"),
+        crashloop: var("GITFLEET_TEST_IMAGE_CRASHLOOP"),
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }

@@ -1,0 +1,349 @@
+//! The converge engine against a real dockerd and registry (started by scripts/testenv).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use gitfleet::config::RepoFiles;
+use gitfleet::config::compose::{self, ComposeStack};
+use gitfleet::config::diagnostics::{Diagnostics, SourceFile};
+use gitfleet::config::fleet::{ImageSet, PinnedImage, Probe, UpdateOrder};
+use gitfleet::core::gate::GateVerdict;
+use gitfleet::engine::converge::{self, Applied, ConvergeOptions};
+use gitfleet::engine::docker::{DockerEngine, EngineError};
+use gitfleet::engine::gate::{self, GateSettings};
+use gitfleet::engine::plan::plan;
+use gitfleet::engine::spec::{ProjectSpec, Sources, project_spec};
+
+use common::{TempDir, free_port, test_images};
+
+struct NoFiles;
+
+impl RepoFiles for NoFiles {
+    fn read(&self, _: &str) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+}
+
+/// A project under test: its name, engine, and cleanup of everything it created.
+struct Project {
+    name: String,
+    engine: DockerEngine,
+    dir: TempDir,
+}
+
+impl Project {
+    async fn new(label: &str) -> Self {
+        let name = format!("gft-{label}-{}", std::process::id());
+        let engine = DockerEngine::connect()
+            .await
+            .expect("the test engine is reachable");
+        let project = Project {
+            name,
+            engine,
+            dir: TempDir::new(label),
+        };
+        project.cleanup().await;
+        project
+    }
+
+    fn spec(&self, compose_yaml: &str) -> (ComposeStack, ImageSet, ProjectSpec) {
+        let mut diags = Diagnostics::default();
+        let stack = compose::load(
+            &SourceFile::new("compose.yaml", compose_yaml),
+            &BTreeMap::new(),
+            &mut diags,
+        )
+        .unwrap_or_else(|| panic!("{diags}"));
+        let images = ImageSet(
+            stack
+                .service_names()
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.to_string(),
+                        PinnedImage::parse(stack.image_of(s).unwrap()).unwrap(),
+                    )
+                })
+                .collect(),
+        );
+        let sources = Sources {
+            files: &NoFiles,
+            compose_path: "compose.yaml",
+            host_dir: self.dir.path(),
+        };
+        let spec = project_spec(&self.name, &stack, &images, &sources).expect("spec");
+        (stack, images, spec)
+    }
+
+    async fn converge(
+        &self,
+        yaml: &str,
+        order: UpdateOrder,
+    ) -> Result<(ProjectSpec, Applied), EngineError> {
+        let (_, images, spec) = self.spec(yaml);
+        let local = converge::pull_all(&self.engine, &images, &BTreeMap::new()).await?;
+        let options = ConvergeOptions {
+            order,
+            dependency_timeout: Duration::from_secs(60),
+            local_images: &local,
+        };
+        let applied = converge::converge(&self.engine, &spec, &options)
+            .await
+            .map_err(|f| f.error)?;
+        Ok((spec, applied))
+    }
+
+    async fn gate(&self, spec: &ProjectSpec, probes: &BTreeMap<String, Vec<Probe>>) -> GateVerdict {
+        let settings = GateSettings {
+            probes,
+            health_timeout: Duration::from_secs(12),
+            monitor: Duration::from_secs(2),
+        };
+        gate::hold(&self.engine, spec, &settings)
+            .await
+            .expect("gate runs")
+    }
+
+    async fn ids(&self) -> BTreeMap<String, String> {
+        converge::observe(&self.engine, &self.name)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| !o.is_previous())
+            .map(|o| (o.service, o.id))
+            .collect()
+    }
+
+    async fn cleanup(&self) {
+        for o in converge::observe(&self.engine, &self.name)
+            .await
+            .unwrap_or_default()
+        {
+            let _ = self.engine.remove(&o.id).await;
+        }
+        for suffix in ["default", "back"] {
+            let _ = self
+                .engine
+                .client()
+                .remove_network(&format!("{}_{suffix}", self.name))
+                .await;
+        }
+    }
+}
+
+fn three_tier(images: &common::TestImages, api_image: &str, web_image: &str) -> String {
+    format!(
+        r#"services:
+  db:
+    image: {slow}
+    init: true
+  api:
+    image: {api_image}
+    init: true
+    depends_on:
+      db: {{condition: service_healthy}}
+  web:
+    image: {web_image}
+    init: true
+    depends_on:
+      api: {{condition: service_healthy}}
+"#,
+        slow = images.slow
+    )
+}
+
+#[tokio::test]
+async fn cold_start_in_order_then_idempotent_then_only_the_changed_service() {
+    let images = test_images();
+    let p = Project::new("cold").await;
+    let yaml = three_tier(&images, &images.healthy, &images.healthy);
+    let (spec, applied) = p
+        .converge(&yaml, UpdateOrder::StopFirst)
+        .await
+        .expect("cold start");
+    assert_eq!(applied.swaps.len(), 3);
+    let inspect = |name: &str| {
+        let engine = p.engine.clone();
+        let name = format!("{}-{name}-1", p.name);
+        async move { engine.inspect(&name).await.unwrap() }
+    };
+    let db = inspect("db").await;
+    let api = inspect("api").await;
+    let started = |i: &bollard::models::ContainerInspectResponse| {
+        chrono::DateTime::parse_from_rfc3339(
+            i.state.as_ref().unwrap().started_at.as_deref().unwrap(),
+        )
+        .unwrap()
+    };
+    assert!(
+        started(&api) - started(&db) >= chrono::TimeDelta::seconds(3),
+        "api started before db was healthy"
+    );
+    assert_eq!(p.gate(&spec, &BTreeMap::new()).await, GateVerdict::Passed);
+    converge::commit(&p.engine, &applied).await.unwrap();
+
+    // A second converge changes nothing.
+    let before = p.ids().await;
+    let observed = converge::observe(&p.engine, &p.name).await.unwrap();
+    assert!(
+        plan(&spec, &observed).is_noop(),
+        "{:?}",
+        plan(&spec, &observed)
+    );
+    let (_, again) = p.converge(&yaml, UpdateOrder::StopFirst).await.unwrap();
+    assert!(again.swaps.is_empty() && again.leftovers.is_empty());
+    assert_eq!(p.ids().await, before);
+
+    // One digest changed: only that service's container is new.
+    let changed = three_tier(&images, &images.healthy, &images.healthy_v2);
+    let (spec, applied) = p.converge(&changed, UpdateOrder::StopFirst).await.unwrap();
+    let after = p.ids().await;
+    assert_ne!(after["web"], before["web"]);
+    assert_eq!(after["api"], before["api"]);
+    assert_eq!(after["db"], before["db"]);
+    assert_eq!(p.gate(&spec, &BTreeMap::new()).await, GateVerdict::Passed);
+    converge::commit(&p.engine, &applied).await.unwrap();
+    assert_eq!(
+        converge::observe(&p.engine, &p.name).await.unwrap().len(),
+        3,
+        "previous container removed on commit"
+    );
+    p.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failing_healthcheck_fails_the_gate_and_restore_brings_back_the_same_container() {
+    let images = test_images();
+    let p = Project::new("restore").await;
+    let good = format!(
+        "services:\n  api:\n    image: {}\n    init: true\n",
+        images.healthy
+    );
+    let (spec, applied) = p.converge(&good, UpdateOrder::StopFirst).await.unwrap();
+    assert_eq!(p.gate(&spec, &BTreeMap::new()).await, GateVerdict::Passed);
+    converge::commit(&p.engine, &applied).await.unwrap();
+    let original = p.ids().await["api"].clone();
+
+    let bad = format!(
+        "services:\n  api:\n    image: {}\n    init: true\n",
+        images.unhealthy
+    );
+    let (spec, applied) = p.converge(&bad, UpdateOrder::StopFirst).await.unwrap();
+    match p.gate(&spec, &BTreeMap::new()).await {
+        GateVerdict::Failed { service, reason } => {
+            assert_eq!(service, "api");
+            assert!(reason.contains("check failed on purpose"), "{reason}");
+        }
+        v => panic!("gate should fail: {v:?}"),
+    }
+    converge::restore(&p.engine, &applied).await.unwrap();
+    let ids = p.ids().await;
+    assert_eq!(
+        ids["api"], original,
+        "the previous container itself is back"
+    );
+    let state = p.engine.inspect(&original).await.unwrap().state.unwrap();
+    assert_eq!(state.running, Some(true));
+    assert_eq!(
+        converge::observe(&p.engine, &p.name).await.unwrap().len(),
+        1
+    );
+    p.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failing_probe_alone_fails_the_gate() {
+    let images = test_images();
+    let p = Project::new("probe").await;
+    let port = free_port();
+    let yaml = format!(
+        "services:\n  web:\n    image: {}\n    init: true\n    ports: [\"127.0.0.1:{port}:8080\"]\n",
+        images.healthy
+    );
+    let (spec, _) = p.converge(&yaml, UpdateOrder::StopFirst).await.unwrap();
+    let ok = BTreeMap::from([(
+        "web".to_string(),
+        vec![Probe::Http(format!("http://127.0.0.1:{port}/"))],
+    )]);
+    assert_eq!(p.gate(&spec, &ok).await, GateVerdict::Passed);
+    let missing = BTreeMap::from([(
+        "web".to_string(),
+        vec![Probe::Http(format!("http://127.0.0.1:{port}/missing"))],
+    )]);
+    match p.gate(&spec, &missing).await {
+        GateVerdict::Failed { service, reason } => {
+            assert_eq!(service, "web");
+            assert!(reason.contains("HTTP 404"), "{reason}");
+        }
+        v => panic!("probe should fail the gate: {v:?}"),
+    }
+    let command = BTreeMap::from([(
+        "web".to_string(),
+        vec![Probe::Command(vec!["false".into()])],
+    )]);
+    assert!(matches!(
+        p.gate(&spec, &command).await,
+        GateVerdict::Failed { .. }
+    ));
+    p.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_crash_looping_service_fails_the_gate() {
+    let images = test_images();
+    let p = Project::new("crash").await;
+    let yaml = format!(
+        "services:\n  worker:\n    image: {}\n    restart: always\n",
+        images.crashloop
+    );
+    let (spec, _) = p.converge(&yaml, UpdateOrder::StopFirst).await.unwrap();
+    match p.gate(&spec, &BTreeMap::new()).await {
+        GateVerdict::Failed { service, .. } => assert_eq!(service, "worker"),
+        v => panic!("{v:?}"),
+    }
+    p.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_or_unknown_digest_is_a_clear_error_and_touches_nothing() {
+    let images = test_images();
+    let p = Project::new("pull").await;
+    let good = format!(
+        "services:\n  api:\n    image: {}\n    init: true\n",
+        images.healthy
+    );
+    let (_, applied) = p.converge(&good, UpdateOrder::StopFirst).await.unwrap();
+    converge::commit(&p.engine, &applied).await.unwrap();
+    let before = p.ids().await;
+
+    let down = format!(
+        "services:\n  api:\n    image: 127.0.0.1:1/gitfleet-test/healthy@sha256:{}\n",
+        "0".repeat(64)
+    );
+    let error = p
+        .converge(&down, UpdateOrder::StopFirst)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cannot pull") && error.contains("127.0.0.1:1"),
+        "{error}"
+    );
+    let registry = std::env::var("GITFLEET_TEST_REGISTRY").unwrap();
+    let unknown = format!(
+        "services:\n  api:\n    image: {registry}/gitfleet-test/healthy@sha256:{}\n",
+        "1".repeat(64)
+    );
+    let error = p
+        .converge(&unknown, UpdateOrder::StopFirst)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("cannot pull"), "{error}");
+    assert_eq!(p.ids().await, before, "the running stack is untouched");
+    let _ = Path::new(&registry);
+    p.cleanup().await;
+}
