@@ -347,3 +347,54 @@ async fn an_unreachable_registry_or_unknown_digest_is_a_clear_error_and_touches_
     let _ = Path::new(&registry);
     p.cleanup().await;
 }
+
+#[tokio::test]
+async fn docker_compose_ps_lists_the_stack() {
+    let images = test_images();
+    let p = Project::new("ps").await;
+    let yaml = format!(
+        "services:\n  api:\n    image: {h}\n    init: true\n  worker:\n    image: {h}\n    init: true\n",
+        h = images.healthy
+    );
+    p.converge(&yaml, UpdateOrder::StopFirst).await.unwrap();
+    let file = p.dir.path().join("compose.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let out = std::process::Command::new("docker-compose")
+        .args(["-p", &p.name, "-f"])
+        .arg(&file)
+        .arg("ps")
+        .output()
+        .expect("Debian's docker-compose is installed by scripts/testenv");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [format!("{}-api-1", p.name), format!("{}-worker-1", p.name)] {
+        assert!(listing.contains(&name), "{name} missing from:\n{listing}");
+    }
+    assert!(listing.contains("Up"), "{listing}");
+    p.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_down_registry_falls_back_to_its_mirror() {
+    let images = test_images();
+    let p = Project::new("mirror").await;
+    let registry = std::env::var("GITFLEET_TEST_REGISTRY").unwrap();
+    let digest = images.healthy.rsplit_once("@sha256:").unwrap().1;
+    let via_down = PinnedImage::parse(&format!(
+        "127.0.0.1:1/gitfleet-test/healthy@sha256:{digest}"
+    ))
+    .unwrap();
+    let mirrors = BTreeMap::from([("127.0.0.1:1".to_string(), vec![registry.clone()])]);
+    let set = ImageSet(BTreeMap::from([("api".to_string(), via_down)]));
+    let local = converge::pull_all(&p.engine, &set, &mirrors)
+        .await
+        .expect("the mirror serves it");
+    assert_eq!(
+        local["api"],
+        format!("{registry}/gitfleet-test/healthy@sha256:{digest}")
+    );
+}
