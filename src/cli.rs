@@ -24,6 +24,32 @@ pub enum Command {
     /// Every problem is reported at once, with file, key, line and a fix. Exit codes:
     /// 0 valid, 1 invalid, 2 usage error. Run it in pull-request CI.
     Check(CheckArgs),
+
+    /// Show which services of this node's stack a converge would recreate, and why.
+    ///
+    /// Read-only: compares the fleet repository working tree with the containers on this
+    /// engine (found as the Docker CLI finds it: DOCKER_HOST, else the default socket).
+    /// Exit codes: 0 nothing would change, 1 changes would be made, 2 error.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    /// The fleet repository's root (where fleet.toml is).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// This node's id (interpolation, batch).
+    #[arg(long, value_name = "ID")]
+    pub node: String,
+
+    /// Compose project name on this engine; default: fleet.name.
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
+
+    /// The agent's state directory (the project's files live under it).
+    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR, env = "GITFLEET_STATE_DIR")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

@@ -9,3 +9,4 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod state;

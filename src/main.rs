@@ -8,6 +8,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match &cli.command {
         Command::Check(args) => commands::check::run(args),
+        Command::Diff(args) => commands::diff::run(args),
     };
     ExitCode::from(code)
 }

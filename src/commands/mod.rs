@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns the process exit code.
 
 pub mod check;
+pub mod diff;
 
 /// Exit codes scripts can rely on.
 pub mod exit {
