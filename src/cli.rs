@@ -31,6 +31,33 @@ pub enum Command {
     /// engine (found as the Docker CLI finds it: DOCKER_HOST, else the default socket).
     /// Exit codes: 0 nothing would change, 1 changes would be made, 2 error.
     Diff(DiffArgs),
+
+    /// Converge this node's stack to a fleet repository working tree now, health-gated.
+    ///
+    /// Pulls and verifies every image first, recreates only what changed, holds the
+    /// result to the health gate, and restores the previous containers if it fails.
+    /// Exit codes: 0 healthy, 1 gate failed (restored) or engine error, 2 usage or
+    /// configuration error.
+    Apply(ApplyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The fleet repository's root (where fleet.toml is).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// This node's id (interpolation, batch).
+    #[arg(long, value_name = "ID")]
+    pub node: String,
+
+    /// Compose project name on this engine; default: fleet.name.
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
+
+    /// The agent's state directory (the project's files live under it).
+    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR, env = "GITFLEET_STATE_DIR")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
     let code = match &cli.command {
         Command::Check(args) => commands::check::run(args),
         Command::Diff(args) => commands::diff::run(args),
+        Command::Apply(args) => commands::apply::run(args),
     };
     ExitCode::from(code)
 }

@@ -25,6 +25,10 @@ impl RepoFiles for NoFiles {
     fn read(&self, _: &str) -> Result<Option<String>, String> {
         Ok(None)
     }
+
+    fn list(&self, _: &str) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
 }
 
 /// A project under test: its name, engine, and cleanup of everything it created.

@@ -16,6 +16,15 @@ impl RepoFiles for MemFiles {
     fn read(&self, path: &str) -> Result<Option<String>, String> {
         Ok(self.0.get(path).cloned())
     }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .0
+            .keys()
+            .filter(|k| k.starts_with(dir))
+            .cloned()
+            .collect())
+    }
 }
 
 const FLEET: &str = r#"version = 1

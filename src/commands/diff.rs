@@ -1,69 +1,35 @@
 //! `gitfleet diff [DIR] --node ID`: what a converge would change on this engine, and why.
 
-use super::exit;
+use super::{exit, load_node_stack, runtime};
 use crate::cli::DiffArgs;
-use crate::config::fleet::NodeId;
-use crate::config::{self, DirFiles, Interpolation};
 use crate::engine::converge::observe;
 use crate::engine::docker::DockerEngine;
 use crate::engine::plan::{Change, ServiceAction, plan};
-use crate::engine::spec::{Sources, project_spec};
-use crate::state::project_dir;
 
 pub fn run(args: &DiffArgs) -> u8 {
-    let vars = Interpolation {
-        env: std::env::vars().collect(),
-        node: NodeId(args.node.clone()),
-        release: "working-tree".to_string(),
-    };
-    let files = DirFiles(args.dir.clone());
-    let repo = match config::load_repo(&files, &vars) {
-        Ok(repo) => repo,
-        Err(diags) => {
-            eprintln!("{diags}");
-            return exit::USAGE;
-        }
-    };
-    let project = args
-        .project
-        .clone()
-        .unwrap_or_else(|| repo.fleet.name.clone());
-    let host_dir = project_dir(&args.state_dir, &project);
-    let sources = Sources {
-        files: &files,
-        compose_path: &repo.fleet.compose_path,
-        host_dir: &host_dir,
-    };
-    let spec = match project_spec(&project, &repo.compose, &repo.images, &sources) {
-        Ok(spec) => spec,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return exit::USAGE;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return exit::USAGE;
-        }
-    };
-    let observed = runtime.block_on(async {
-        let engine = DockerEngine::connect().await?;
-        observe(&engine, &project).await
-    });
-    let observed = match observed {
-        Ok(o) => o,
-        Err(e) => {
+    match diff(args) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+fn diff(args: &DiffArgs) -> Result<u8, u8> {
+    let stack = load_node_stack(
+        &args.dir,
+        &args.node,
+        args.project.as_deref(),
+        &args.state_dir,
+    )?;
+    let (repo, spec) = (&stack.repo, &stack.spec);
+    let project = &spec.project;
+    let observed = runtime()?
+        .block_on(async {
+            let engine = DockerEngine::connect().await?;
+            observe(&engine, project).await
+        })
+        .map_err(|e| {
             eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
+            exit::USAGE
+        })?;
     let plan = plan(&spec, &observed);
     println!(
         "project `{project}` (image set {}):",
@@ -107,9 +73,9 @@ pub fn run(args: &DiffArgs) -> u8 {
             previous.service, "cleanup", previous.name
         );
     }
-    if plan.is_noop() {
+    Ok(if plan.is_noop() {
         exit::OK
     } else {
         exit::FAILED
-    }
+    })
 }

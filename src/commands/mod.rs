@@ -1,14 +1,82 @@
 //! One module per subcommand; each returns the process exit code.
 
+pub mod apply;
 pub mod check;
 pub mod diff;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::fleet::NodeId;
+use crate::config::{self, DirFiles, FleetRepo, Interpolation};
+use crate::engine::spec::{ProjectSpec, Sources, project_spec};
+use crate::state::project_dir;
 
 /// Exit codes scripts can rely on.
 pub mod exit {
     /// Success: valid, healthy, or waiting by the rules.
     pub const OK: u8 = 0;
-    /// The input is invalid (check), or the node failed / rolled back (agent).
+    /// The input is invalid (check), changes are pending (diff), or the node failed /
+    /// rolled back (apply, agent).
     pub const FAILED: u8 = 1;
     /// Usage or configuration error (clap uses 2 as well).
     pub const USAGE: u8 = 2;
+}
+
+/// A node's stack read from a fleet repository working tree: the validated repository
+/// and the engine spec, with its files where the agent keeps them.
+pub(crate) struct NodeStack {
+    pub files: DirFiles,
+    pub repo: FleetRepo,
+    pub spec: ProjectSpec,
+    pub host_dir: PathBuf,
+}
+
+/// Loads `dir` as node `node` would; prints what is wrong and returns the exit code
+/// otherwise.
+pub(crate) fn load_node_stack(
+    dir: &Path,
+    node: &str,
+    project: Option<&str>,
+    state_dir: &Path,
+) -> Result<NodeStack, u8> {
+    let vars = Interpolation {
+        env: std::env::vars().collect(),
+        node: NodeId(node.to_string()),
+        release: "working-tree".to_string(),
+    };
+    let files = DirFiles(dir.to_path_buf());
+    let repo = config::load_repo(&files, &vars).map_err(|diags| {
+        eprintln!("{diags}");
+        exit::USAGE
+    })?;
+    let project = project.map_or_else(|| repo.fleet.name.clone(), str::to_string);
+    let host_dir = project_dir(state_dir, &project);
+    let sources = Sources {
+        files: &files,
+        compose_path: &repo.fleet.compose_path,
+        host_dir: &host_dir,
+    };
+    let spec = project_spec(&project, &repo.compose, &repo.images, &sources).map_err(|errors| {
+        for e in errors {
+            eprintln!("error: {e}");
+        }
+        exit::USAGE
+    })?;
+    Ok(NodeStack {
+        files,
+        repo,
+        spec,
+        host_dir,
+    })
+}
+
+/// A single-threaded runtime for a command's engine calls.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            exit::USAGE
+        })
 }

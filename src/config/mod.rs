@@ -33,6 +33,10 @@ pub trait RepoFiles {
     /// `Ok(None)` when the file does not exist; `Err` for anything else (unreadable,
     /// not UTF-8, too large), with a message fit for an operator.
     fn read(&self, path: &str) -> Result<Option<String>, String>;
+
+    /// Every file under the repository directory `dir` ("" for the root), recursively,
+    /// as repository paths. Symbolic links are left out: they could point outside.
+    fn list(&self, dir: &str) -> Result<Vec<String>, String>;
 }
 
 /// A fleet repository's working tree on disk (`gitfleet check DIR`).
@@ -57,6 +61,32 @@ impl RepoFiles for DirFiles {
         String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| format!("{path} is not valid UTF-8"))
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut pending = vec![dir.trim_matches('/').to_string()];
+        while let Some(rel) = pending.pop() {
+            let full = self.0.join(&rel);
+            let entries = std::fs::read_dir(&full)
+                .map_err(|e| format!("cannot list {}: {e}", full.display()))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| format!("cannot list {}: {e}", full.display()))?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                let path = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() && name != ".git" => pending.push(path),
+                    Ok(t) if t.is_file() => out.push(path),
+                    _ => {}
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 }
 

@@ -14,6 +14,7 @@ use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
 use futures_util::future::join_all;
 
 use super::docker::{DockerEngine, EngineError};
+use super::failpoint;
 use super::plan::{Observed, PREVIOUS_SUFFIX, Plan, ServiceAction, plan};
 use super::spec::{Condition, ProjectSpec, ServiceSpec, start_order};
 use crate::config::fleet::{ImageSet, UpdateOrder};
@@ -130,7 +131,7 @@ pub async fn converge(
     let plan = plan(spec, &observed);
 
     let mut applied = Applied {
-        swaps: Vec::new(),
+        swaps: recovered_swaps(spec, &plan, &observed),
         leftovers: plan.orphans.clone(),
     };
     for level in &levels {
@@ -177,6 +178,28 @@ pub async fn converge(
         .collect();
     applied.leftovers.extend(stale);
     Ok(applied)
+}
+
+/// Swaps an interrupted earlier converge finished before it stopped: the service runs
+/// its new container and still keeps its previous one. The previous containers are the
+/// journal: they say exactly what a restore gives back and what a commit removes.
+fn recovered_swaps(spec: &ProjectSpec, plan: &Plan, observed: &[Observed]) -> Vec<Swap> {
+    plan.previous
+        .iter()
+        .filter_map(|previous| {
+            let service = spec.services.get(&previous.service)?;
+            let current = match plan.actions.get(&previous.service)? {
+                ServiceAction::Keep { id } | ServiceAction::Start { id } => id,
+                _ => return None,
+            };
+            observed.iter().any(|o| &o.id == current).then(|| Swap {
+                service: previous.service.clone(),
+                container_name: service.container_name.clone(),
+                previous: Some(previous.id.clone()),
+                new: current.clone(),
+            })
+        })
+        .collect()
 }
 
 /// A crash between renaming a container away and creating its replacement leaves a
@@ -253,9 +276,13 @@ async fn apply(
             let new = match options.order {
                 UpdateOrder::StopFirst => {
                     engine.stop(&old, service.stop_timeout).await?;
+                    failpoint("after-stop-old");
                     set_aside(engine).await?;
+                    failpoint("after-rename-old");
                     let new = create(engine, service, options).await?;
+                    failpoint("after-create-new");
                     engine.start(&new).await?;
+                    failpoint("after-start-new");
                     new
                 }
                 UpdateOrder::StartFirst => {
@@ -401,6 +428,7 @@ pub async fn restore(engine: &DockerEngine, applied: &Applied) -> Result<(), Eng
             engine.start(previous).await?;
         }
     }
+    failpoint("after-restore");
     Ok(())
 }
 

@@ -54,6 +54,7 @@ pub async fn hold(
             }
             GateVerdict::Passed | GateVerdict::Failed { .. } => return Ok(verdict),
         };
+        super::failpoint("during-monitor");
         let until_wake = (wake_at - now).to_std().unwrap_or_default().min(TICK);
         tokio::select! {
             _ = events.next() => {}

@@ -1261,6 +1261,10 @@ mod tests {
         fn read(&self, path: &str) -> Result<Option<String>, String> {
             Ok(self.0.get(path).cloned())
         }
+
+        fn list(&self, _: &str) -> Result<Vec<String>, String> {
+            Ok(self.0.keys().cloned().collect())
+        }
     }
 
     fn digest(c: char) -> String {
