@@ -30,7 +30,7 @@ fn diff(args: &DiffArgs) -> Result<u8, u8> {
             eprintln!("error: {e}");
             exit::USAGE
         })?;
-    let plan = plan(&spec, &observed);
+    let plan = plan(spec, &observed);
     println!(
         "project `{project}` (image set {}):",
         repo.images.id().short()
