@@ -65,6 +65,7 @@ pub const SUPPORTED_SERVICE_KEYS: &[&str] = &[
     "deploy",
     "secrets",
     "configs",
+    "pids_limit",
 ];
 
 /// `deploy.resources.limits` keys honoured (the rest of `deploy` is Swarm's).
@@ -93,6 +94,8 @@ pub struct ComposeStack {
     pub configs: BTreeMap<String, String>,
     /// Service-level `configs` mounts, by service.
     pub service_configs: BTreeMap<String, Vec<FileMount>>,
+    /// `pids_limit` by service (also not in docker-compose-types).
+    pub pids_limits: BTreeMap<String, i64>,
     /// Positions of keys, by dotted path (`services.web.image`), for diagnostics.
     positions: BTreeMap<String, Position>,
 }
@@ -177,7 +180,8 @@ pub fn load(
         return None;
     }
     let (configs, service_configs) = lift_configs(&ctx, &mut value, diags);
-    numbers_to_strings_in_limits(&mut value);
+    let pids_limits = lift_pids_limits(&ctx, &mut value, diags);
+    stringify_numbers(&mut value);
     let compose: docker_compose_types::Compose = match serde_yaml::from_value(value) {
         Ok(c) => c,
         Err(e) => {
@@ -190,6 +194,7 @@ pub fn load(
         compose,
         configs,
         service_configs,
+        pids_limits,
         positions,
     })
 }
@@ -589,22 +594,88 @@ fn interpolate_values(
     }
 }
 
-/// `cpus: 0.5` and `memory: 1073741824` are valid Compose, but docker-compose-types
-/// types both as strings: write numbers as strings before typing.
-fn numbers_to_strings_in_limits(value: &mut Value) {
+/// Takes `pids_limit` out of each service (docker-compose-types cannot represent it).
+fn lift_pids_limits(
+    ctx: &Context,
+    value: &mut Value,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    let Some(Value::Mapping(services)) = value.get_mut("services") else {
+        return out;
+    };
+    for (name, service) in services.iter_mut() {
+        let name = key_str(name);
+        match service
+            .as_mapping_mut()
+            .and_then(|s| s.remove("pids_limit"))
+        {
+            None => {}
+            Some(Value::Number(n)) if n.as_i64().is_some() => {
+                out.insert(name, n.as_i64().unwrap_or_default());
+            }
+            Some(_) => diags.push(ctx.error(
+                &format!("services.{name}.pids_limit"),
+                format!("`services.{name}.pids_limit` must be a whole number"),
+                "e.g. `pids_limit: 200` (-1 for no limit)",
+            )),
+        }
+    }
+    out
+}
+
+/// Compose accepts numbers where docker-compose-types wants strings (`expose: [3306]`,
+/// `user: 1000`, `cpus: 0.5`, `labels: {tier: 1}`): write those numbers as strings
+/// before typing.
+fn stringify_numbers(value: &mut Value) {
+    fn stringify(v: &mut Value) {
+        if let Value::Number(n) = v {
+            *v = Value::String(n.to_string());
+        }
+    }
     let Some(Value::Mapping(services)) = value.get_mut("services") else {
         return;
     };
     for (_, service) in services.iter_mut() {
+        let Some(service) = service.as_mapping_mut() else {
+            continue;
+        };
+        for key in [
+            "user",
+            "stop_grace_period",
+            "hostname",
+            "working_dir",
+            "container_name",
+        ] {
+            if let Some(v) = service.get_mut(key) {
+                stringify(v);
+            }
+        }
+        for key in [
+            "expose",
+            "ports",
+            "command",
+            "entrypoint",
+            "cap_add",
+            "cap_drop",
+            "environment",
+            "labels",
+        ] {
+            match service.get_mut(key) {
+                Some(Value::Sequence(items)) => items.iter_mut().for_each(stringify),
+                Some(Value::Mapping(map)) if key == "labels" => {
+                    map.iter_mut().for_each(|(_, v)| stringify(v))
+                }
+                _ => {}
+            }
+        }
         let limits = service
             .get_mut("deploy")
             .and_then(|d| d.get_mut("resources"))
             .and_then(|r| r.get_mut("limits"))
             .and_then(Value::as_mapping_mut);
         for (_, v) in limits.into_iter().flat_map(|l| l.iter_mut()) {
-            if let Value::Number(n) = v {
-                *v = Value::String(n.to_string());
-            }
+            stringify(v);
         }
     }
 }

@@ -403,6 +403,7 @@ impl ServiceCtx<'_> {
             ),
             nano_cpus,
             memory,
+            pids_limit: self.stack.pids_limits.get(self.name).copied(),
             ..Default::default()
         };
         let create = ContainerCreateBody {
