@@ -9,4 +9,5 @@ pub mod commands;
 pub mod config;
 pub mod core;
 pub mod engine;
+pub mod git;
 pub mod state;

@@ -1,0 +1,489 @@
+//! The Git control plane (git2): a bare mirror of the fleet repository in the state
+//! directory, files read from a commit's tree with no working tree, and the status
+//! writer whose push is the compare-and-swap that serializes nodes (SPEC §3 rule 2, §4).
+//!
+//! Every call here blocks; the agent runs them off the async runtime.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use git2::{
+    ErrorCode, FetchOptions, ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, Signature,
+};
+
+use crate::config::{MAX_FILE_BYTES, RepoFiles};
+use crate::core::status::StatusRecord;
+
+/// What went wrong with Git, phrased for an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitError {
+    /// The remote cannot be reached or read.
+    Unreachable { url: String, reason: String },
+    /// The remote refused the push (a hook, permissions), not a race.
+    Refused { reason: String },
+    /// Every retry lost the race to other writers.
+    Contended { attempts: u32 },
+    /// The local mirror or a commit is unusable.
+    Local { reason: String },
+}
+
+impl std::fmt::Display for GitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GitError::Unreachable { url, reason } => {
+                write!(
+                    f,
+                    "cannot reach the fleet repository {url}: {reason} (check the URL and that the server is up)"
+                )
+            }
+            GitError::Refused { reason } => write!(
+                f,
+                "the remote refused the status push: {reason} (check the branch's protection and the agent's write access)"
+            ),
+            GitError::Contended { attempts } => write!(
+                f,
+                "the status push lost the race {attempts} times; it stays in the outbox and is retried"
+            ),
+            GitError::Local { reason } => write!(f, "local Git mirror: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for GitError {}
+
+fn local(e: git2::Error) -> GitError {
+    GitError::Local {
+        reason: e.message().to_string(),
+    }
+}
+
+/// A bare mirror of the fleet repository.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    path: PathBuf,
+    url: String,
+}
+
+/// The records read from the status branch, and the files that are not valid records
+/// (path, why).
+pub type Records = (Vec<StatusRecord>, Vec<(String, String)>);
+
+/// The outcome of writing a status record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// A new commit on the status branch.
+    Committed,
+    /// The branch already held exactly this record.
+    Unchanged,
+}
+
+impl Mirror {
+    /// Opens (creating if needed) the bare mirror at `path` for `url`.
+    pub fn open(path: &Path, url: &str) -> Result<Self, GitError> {
+        if !path.join("HEAD").exists() {
+            Repository::init_bare(path).map_err(local)?;
+        }
+        Ok(Mirror {
+            path: path.to_path_buf(),
+            url: url.to_string(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn repo(&self) -> Result<Repository, GitError> {
+        Repository::open_bare(&self.path).map_err(local)
+    }
+
+    /// Fetches `branches` into `refs/remotes/origin/*`. An idle fetch (nothing new)
+    /// negotiates and transfers no pack.
+    pub fn fetch(&self, branches: &[&str]) -> Result<(), GitError> {
+        let repo = self.repo()?;
+        let mut remote = repo.remote_anonymous(&self.url).map_err(local)?;
+        let refspecs: Vec<String> = branches
+            .iter()
+            .map(|b| format!("+refs/heads/{b}:refs/remotes/origin/{b}"))
+            .collect();
+        let mut options = FetchOptions::new();
+        options.download_tags(git2::AutotagOption::None);
+        remote
+            .fetch(&refspecs, Some(&mut options), None)
+            .map_err(|e| GitError::Unreachable {
+                url: self.url.clone(),
+                reason: e.message().to_string(),
+            })
+    }
+
+    /// The commit id at the tip of the fetched `branch`, if the branch exists.
+    pub fn tip(&self, branch: &str) -> Result<Option<String>, GitError> {
+        let repo = self.repo()?;
+        match repo.refname_to_id(&format!("refs/remotes/origin/{branch}")) {
+            Ok(oid) => Ok(Some(oid.to_string())),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(local(e)),
+        }
+    }
+
+    /// The files of `commit`, read from its tree.
+    pub fn files(&self, commit: &str) -> Result<TreeFiles, GitError> {
+        let repo = self.repo()?;
+        let oid = Oid::from_str(commit).map_err(local)?;
+        let tree = repo.find_commit(oid).map_err(local)?.tree_id();
+        Ok(TreeFiles { repo, tree })
+    }
+
+    /// Every node's record at the tip of the status branch, plus the records that could
+    /// not be read (path and why): one broken record never hides the others.
+    pub fn records(&self, status_branch: &str) -> Result<Records, GitError> {
+        let Some(tip) = self.tip(status_branch)? else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let files = self.files(&tip)?;
+        let (mut records, mut broken) = (Vec::new(), Vec::new());
+        for path in files
+            .list("nodes")
+            .map_err(|reason| GitError::Local { reason })?
+        {
+            if !path.ends_with(".toml") {
+                continue;
+            }
+            match files.read(&path) {
+                Ok(Some(text)) => match StatusRecord::from_toml(&text) {
+                    Ok(r) if StatusRecord::path(&r.node) == path => records.push(r),
+                    Ok(r) => {
+                        broken.push((path, format!("names node `{}`, not its file name", r.node)))
+                    }
+                    Err(e) => broken.push((path, e)),
+                },
+                Ok(None) => {}
+                Err(e) => broken.push((path, e)),
+            }
+        }
+        Ok((records, broken))
+    }
+
+    /// Commits `record` as `nodes/<node>.toml` on top of the remote's status branch and
+    /// pushes it. The push is a compare-and-swap: when another node moved the branch
+    /// first, fetch, re-apply this one file and retry, with jittered backoff. Transient
+    /// network errors are retried a few times too; then the remote is unreachable.
+    pub fn push_record(
+        &self,
+        status_branch: &str,
+        record: &StatusRecord,
+        attempts: u32,
+    ) -> Result<Pushed, GitError> {
+        let mut transient = 0;
+        let unreachable = |reason| GitError::Unreachable {
+            url: self.url.clone(),
+            reason,
+        };
+        for attempt in 0..attempts {
+            let result = match local_path(&self.url) {
+                Some(remote) => self.swap_local(&remote, status_branch, record),
+                None => self.swap_remote(status_branch, record),
+            };
+            match result {
+                Ok(pushed) => return Ok(pushed),
+                Err(PushError::Race) => {}
+                Err(PushError::Refused(reason)) => return Err(GitError::Refused { reason }),
+                Err(PushError::Unreachable(reason))
+                    if transient >= 4 || attempt + 1 == attempts =>
+                {
+                    return Err(unreachable(reason));
+                }
+                Err(PushError::Unreachable(_)) => transient += 1,
+            }
+            std::thread::sleep(backoff(attempt, record.node.as_str()));
+        }
+        Err(GitError::Contended { attempts })
+    }
+
+    /// Over a Git transport: commit in the mirror on top of the fetched tip, push
+    /// without force; the server refuses a non-fast-forward.
+    fn swap_remote(&self, branch: &str, record: &StatusRecord) -> Result<Pushed, PushError> {
+        let unreachable = |e: GitError| PushError::Unreachable(e.to_string());
+        self.fetch(&[branch]).map_err(unreachable)?;
+        let repo = self.repo().map_err(unreachable)?;
+        let base = repo
+            .refname_to_id(&format!("refs/remotes/origin/{branch}"))
+            .ok()
+            .map(|id| repo.find_commit(id))
+            .transpose()
+            .map_err(|e| PushError::Unreachable(e.message().to_string()))?;
+        let Some(commit) = record_commit(&repo, base.as_ref(), record).map_err(unreachable)? else {
+            return Ok(Pushed::Unchanged);
+        };
+        self.push(&repo, commit, branch)?;
+        repo.reference(
+            &format!("refs/remotes/origin/{branch}"),
+            commit,
+            true,
+            "gitfleet: pushed",
+        )
+        .map_err(|e| PushError::Unreachable(e.message().to_string()))?;
+        Ok(Pushed::Committed)
+    }
+
+    /// A `file://` remote is a repository on this machine: commit in it directly and move
+    /// its branch with libgit2's locked compare-and-swap (its local push transport checks
+    /// fast-forward against a stale view and can lose a concurrent update).
+    fn swap_local(
+        &self,
+        remote: &Path,
+        branch: &str,
+        record: &StatusRecord,
+    ) -> Result<Pushed, PushError> {
+        let repo = Repository::open(remote)
+            .map_err(|e| PushError::Unreachable(e.message().to_string()))?;
+        let refname = format!("refs/heads/{branch}");
+        let base_id = repo.refname_to_id(&refname).ok();
+        let base = base_id
+            .map(|id| repo.find_commit(id))
+            .transpose()
+            .map_err(|e| PushError::Unreachable(e.message().to_string()))?;
+        let committed = record_commit(&repo, base.as_ref(), record)
+            .map_err(|e| PushError::Unreachable(e.to_string()))?;
+        if let Some(commit) = committed {
+            let moved = match base_id {
+                Some(old) => {
+                    repo.reference_matching(&refname, commit, true, old, "gitfleet: status")
+                }
+                None => repo.reference(&refname, commit, false, "gitfleet: status"),
+            };
+            if let Err(e) = moved {
+                return Err(
+                    if is_race(e.message())
+                        || e.code() == ErrorCode::Modified
+                        || e.code() == ErrorCode::Exists
+                        || e.code() == ErrorCode::Locked
+                    {
+                        PushError::Race
+                    } else {
+                        PushError::Refused(e.message().to_string())
+                    },
+                );
+            }
+        }
+        self.fetch(&[branch])
+            .map_err(|e| PushError::Unreachable(e.to_string()))?;
+        Ok(if committed.is_some() {
+            Pushed::Committed
+        } else {
+            Pushed::Unchanged
+        })
+    }
+
+    fn push(&self, repo: &Repository, commit: Oid, branch: &str) -> Result<(), PushError> {
+        let outgoing = "refs/gitfleet/outgoing";
+        repo.reference(outgoing, commit, true, "gitfleet: outgoing status")
+            .map_err(|e| PushError::Unreachable(e.message().to_string()))?;
+        let mut remote = repo
+            .remote_anonymous(&self.url)
+            .map_err(|e| PushError::Unreachable(e.message().to_string()))?;
+        let mut refusal: Option<String> = None;
+        let mut callbacks = RemoteCallbacks::new();
+        // A refused push returns Ok(()): the refusal only shows here (see CRATES.md).
+        callbacks.push_update_reference(|_, status| {
+            refusal = status.map(str::to_string);
+            Ok(())
+        });
+        let mut options = PushOptions::new();
+        options.remote_callbacks(callbacks);
+        let result = remote.push(
+            &[format!("{outgoing}:refs/heads/{branch}")],
+            Some(&mut options),
+        );
+        drop(options);
+        match (result, refusal) {
+            (Err(e), _) if e.code() == ErrorCode::NotFastForward || is_race(e.message()) => {
+                Err(PushError::Race)
+            }
+            (Err(e), _) => Err(PushError::Unreachable(e.message().to_string())),
+            (Ok(()), Some(r)) if is_race(&r) => Err(PushError::Race),
+            (Ok(()), Some(r)) => Err(PushError::Refused(r)),
+            (Ok(()), None) => Ok(()),
+        }
+    }
+}
+
+/// Whether a push failure means another writer moved the branch first (retry), as the
+/// transports word it: smart servers ("non-fast-forward", "fetch first", "failed to
+/// update ref") and libgit2's local transport (a ref created or changed meanwhile).
+fn is_race(message: &str) -> bool {
+    [
+        "fast-forward",
+        "fetch first",
+        "failed to update ref",
+        "already exists",
+        "does not match",
+        "has changed",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
+enum PushError {
+    Race,
+    Refused(String),
+    Unreachable(String),
+}
+
+/// The on-disk path of a `file://` URL.
+fn local_path(url: &str) -> Option<PathBuf> {
+    url.strip_prefix("file://").map(PathBuf::from)
+}
+
+/// A commit on top of `base` whose tree has the record at `nodes/<node>.toml`; `None`
+/// when `base` already holds exactly that record.
+fn record_commit(
+    repo: &Repository,
+    base: Option<&git2::Commit>,
+    record: &StatusRecord,
+) -> Result<Option<Oid>, GitError> {
+    let path = StatusRecord::path(&record.node);
+    let blob = repo.blob(record.to_toml().as_bytes()).map_err(local)?;
+    let base_tree = base.map(|c| c.tree()).transpose().map_err(local)?;
+    if let Some(tree) = &base_tree
+        && tree
+            .get_path(Path::new(&path))
+            .is_ok_and(|e| e.id() == blob)
+    {
+        return Ok(None);
+    }
+    let tree_id = with_file(
+        repo,
+        base_tree.as_ref(),
+        "nodes",
+        &format!("{}.toml", record.node),
+        blob,
+    )?;
+    let tree = repo.find_tree(tree_id).map_err(local)?;
+    let who = Signature::now(
+        &format!("gitfleet {}", record.node),
+        &format!("{}@gitfleet.invalid", record.node),
+    )
+    .map_err(local)?;
+    let message = format!(
+        "{}: {} at {}",
+        record.node,
+        record.state,
+        short(&record.release)
+    );
+    let parents: Vec<&git2::Commit> = base.into_iter().collect();
+    repo.commit(None, &who, &who, &message, &tree, &parents)
+        .map(Some)
+        .map_err(local)
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Exponential backoff with jitter that differs per node, so racing nodes spread out.
+fn backoff(attempt: u32, node: &str) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(node.as_bytes());
+    h.write_u32(attempt);
+    let base = 20u64 << attempt.min(6);
+    Duration::from_millis(base + h.finish() % (base * 2))
+}
+
+/// The root tree of `base` with `<dir>/<name>` set to `blob`.
+fn with_file(
+    repo: &Repository,
+    base: Option<&git2::Tree>,
+    dir: &str,
+    name: &str,
+    blob: Oid,
+) -> Result<Oid, GitError> {
+    let existing_dir = base
+        .and_then(|t| t.get_name(dir))
+        .filter(|e| e.kind() == Some(ObjectType::Tree))
+        .map(|e| repo.find_tree(e.id()))
+        .transpose()
+        .map_err(local)?;
+    let mut sub = repo.treebuilder(existing_dir.as_ref()).map_err(local)?;
+    sub.insert(name, blob, 0o100644).map_err(local)?;
+    let sub_id = sub.write().map_err(local)?;
+    let mut root = repo.treebuilder(base).map_err(local)?;
+    root.insert(dir, sub_id, 0o040000).map_err(local)?;
+    root.write().map_err(local)
+}
+
+/// A commit's files, read through the same trait as a working tree.
+pub struct TreeFiles {
+    repo: Repository,
+    tree: Oid,
+}
+
+impl RepoFiles for TreeFiles {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        let tree = self
+            .repo
+            .find_tree(self.tree)
+            .map_err(|e| e.message().to_string())?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(e) => e,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(e.message().to_string()),
+        };
+        if entry.kind() != Some(ObjectType::Blob) || entry.filemode() == 0o120000 {
+            return Err(format!(
+                "{path} is not a regular file (symbolic links are not followed)"
+            ));
+        }
+        let blob = self
+            .repo
+            .find_blob(entry.id())
+            .map_err(|e| e.message().to_string())?;
+        if blob.size() > MAX_FILE_BYTES {
+            return Err(format!(
+                "{path} is {} bytes; the limit is {MAX_FILE_BYTES}",
+                blob.size()
+            ));
+        }
+        String::from_utf8(blob.content().to_vec())
+            .map(Some)
+            .map_err(|_| format!("{path} is not valid UTF-8"))
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>, String> {
+        let root = self
+            .repo
+            .find_tree(self.tree)
+            .map_err(|e| e.message().to_string())?;
+        let dir = dir.trim_matches('/');
+        let tree = if dir.is_empty() {
+            root
+        } else {
+            match root.get_path(Path::new(dir)) {
+                Ok(e) if e.kind() == Some(ObjectType::Tree) => self
+                    .repo
+                    .find_tree(e.id())
+                    .map_err(|e| e.message().to_string())?,
+                Ok(_) => return Ok(Vec::new()),
+                Err(e) if e.code() == ErrorCode::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e.message().to_string()),
+            }
+        };
+        let mut out = Vec::new();
+        tree.walk(git2::TreeWalkMode::PreOrder, |parent, entry| {
+            if entry.kind() == Some(ObjectType::Blob) && entry.filemode() != 0o120000 {
+                let name = entry.name().unwrap_or_default();
+                let rel = format!("{parent}{name}");
+                out.push(if dir.is_empty() {
+                    rel
+                } else {
+                    format!("{dir}/{rel}")
+                });
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(|e| e.message().to_string())?;
+        out.sort();
+        Ok(out)
+    }
+}

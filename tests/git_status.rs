@@ -1,0 +1,195 @@
+//! The Git control plane against real remotes: a bare repository on disk (`file://`) and
+//! `git daemon` on loopback (`git://`).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command};
+
+use chrono::Utc;
+use gitfleet::config::fleet::{ImageSetId, NodeId};
+use gitfleet::config::{Interpolation, load_repo};
+use gitfleet::core::status::{NodeState, StatusRecord};
+use gitfleet::git::{Mirror, Pushed};
+
+use common::{TempDir, copy_tree, example_repo, free_port};
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=op", "-c", "user.email=op@example.com"])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A bare remote whose `release` branch holds the example fleet repository.
+fn remote(root: &Path) -> std::path::PathBuf {
+    let bare = root.join("fleet.git");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "--bare", "-q", "-b", "release"]);
+    let work = root.join("work");
+    copy_tree(&example_repo(), &work);
+    git(&work, &["init", "-q", "-b", "release"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "Initial fleet"]);
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "release"]);
+    bare
+}
+
+fn record(node: &str) -> StatusRecord {
+    StatusRecord {
+        node: NodeId::from(node),
+        batch: "eu".into(),
+        release: "0".repeat(40),
+        images: ImageSetId("a".repeat(64)),
+        state: NodeState::Healthy,
+        since: Utc::now(),
+        message: "in sync".into(),
+        agent: "test".into(),
+        updated: Utc::now(),
+    }
+}
+
+#[test]
+fn reads_the_release_tip_without_a_working_tree() {
+    let root = TempDir::new("git-read");
+    let bare = remote(root.path());
+    let mirror = Mirror::open(
+        &root.path().join("mirror.git"),
+        &format!("file://{}", bare.display()),
+    )
+    .unwrap();
+    mirror.fetch(&["release", "fleet-status"]).unwrap();
+    let tip = mirror.tip("release").unwrap().expect("release exists");
+    assert_eq!(mirror.tip("fleet-status").unwrap(), None);
+    let files = mirror.files(&tip).unwrap();
+    let repo =
+        load_repo(&files, &Interpolation::default()).expect("the example is valid at the tip");
+    assert_eq!(repo.fleet.name, "shop");
+    assert_eq!(
+        mirror.records("fleet-status").unwrap(),
+        (Vec::new(), Vec::new())
+    );
+}
+
+fn writers_all_land(url: &str, root: &Path, writers: usize) {
+    let handles: Vec<_> = (0..writers)
+        .map(|i| {
+            let url = url.to_string();
+            let dir = root.join(format!("mirror-{i}.git"));
+            std::thread::spawn(move || {
+                let mirror = Mirror::open(&dir, &url).unwrap();
+                mirror.push_record("fleet-status", &record(&format!("node-{i:02}")), 60)
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), Ok(Pushed::Committed));
+    }
+    let reader = Mirror::open(&root.join("reader.git"), url).unwrap();
+    reader.fetch(&["fleet-status"]).unwrap();
+    let (records, broken) = reader.records("fleet-status").unwrap();
+    assert!(broken.is_empty(), "{broken:?}");
+    assert_eq!(records.len(), writers, "every record present");
+    let log = Command::new("git")
+        .args(["--git-dir"])
+        .arg(root.join("reader.git"))
+        .args(["log", "--format=%P", "refs/remotes/origin/fleet-status"])
+        .output()
+        .unwrap();
+    let parents = String::from_utf8_lossy(&log.stdout);
+    assert_eq!(parents.lines().count(), writers, "one commit per record");
+    assert!(
+        parents.lines().all(|p| p.split_whitespace().count() <= 1),
+        "history is linear"
+    );
+    let again = reader.push_record("fleet-status", &records[0], 3).unwrap();
+    assert_eq!(
+        again,
+        Pushed::Unchanged,
+        "an identical record makes no commit"
+    );
+}
+
+#[test]
+fn fifty_writers_over_file_url_all_land_in_a_linear_history() {
+    let root = TempDir::new("git-file");
+    let bare = remote(root.path());
+    writers_all_land(&format!("file://{}", bare.display()), root.path(), 50);
+}
+
+/// `git daemon` forks the real server: stop that one by the pid it wrote, then the parent.
+struct Daemon(Child, std::path::PathBuf);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.1) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn fifty_writers_over_git_daemon_all_land_in_a_linear_history() {
+    let root = TempDir::new("git-daemon");
+    let bare = remote(root.path());
+    git(&bare, &["config", "daemon.receivepack", "true"]);
+    let port = free_port();
+    let pid_file = root.path().join("daemon.pid");
+    let daemon = Daemon(
+        Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--pid-file={}", pid_file.display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", root.path().display()))
+            .arg(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon"),
+        pid_file,
+    );
+    let url = format!("git://127.0.0.1:{port}/fleet.git");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    writers_all_land(&url, root.path(), 50);
+    drop(daemon);
+}
+
+#[test]
+fn an_unreachable_remote_is_a_clear_error() {
+    let root = TempDir::new("git-down");
+    let port = free_port();
+    let mirror = Mirror::open(
+        &root.path().join("m.git"),
+        &format!("git://127.0.0.1:{port}/fleet.git"),
+    )
+    .unwrap();
+    let error = mirror
+        .push_record("fleet-status", &record("n1"), 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cannot reach the fleet repository"),
+        "{error}"
+    );
+}
