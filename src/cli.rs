@@ -39,6 +39,50 @@ pub enum Command {
     /// Exit codes: 0 healthy, 1 gate failed (restored) or engine error, 2 usage or
     /// configuration error.
     Apply(ApplyArgs),
+
+    /// Run this node's agent: follow the release branch, roll out in turn, report status.
+    ///
+    /// Each reconcile fetches the release branch and the status branch, decides (batch,
+    /// window, slot, gate, halt, rollback), converges the stack when it is this node's
+    /// turn, and commits its record to the status branch. With --once, exit codes:
+    /// 0 healthy or waiting by the rules, 1 failed or rolled back, 2 usage or
+    /// configuration error, 3 rejected release.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The fleet repository (file://, git://).
+    #[arg(long, value_name = "URL", env = "GITFLEET_REPO")]
+    pub repo: String,
+
+    /// This node's id.
+    #[arg(long, value_name = "ID", env = "GITFLEET_NODE")]
+    pub node: String,
+
+    /// The branch nodes follow.
+    #[arg(long, default_value = "release", env = "GITFLEET_BRANCH")]
+    pub branch: String,
+
+    /// One full reconcile (including the health gate), then exit.
+    #[arg(long)]
+    pub once: bool,
+
+    /// Where the mirror, the node's state and the outbox live.
+    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR, env = "GITFLEET_STATE_DIR")]
+    pub state_dir: PathBuf,
+
+    /// How often to poll the repository (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s", env = "GITFLEET_INTERVAL")]
+    pub interval: String,
+
+    /// The node's IANA timezone; default: TZ, else the host's.
+    #[arg(long, value_name = "TZ", env = "GITFLEET_TIMEZONE")]
+    pub timezone: Option<String>,
+
+    /// Compose project name; default: fleet.name.
+    #[arg(long, value_name = "NAME", env = "GITFLEET_PROJECT")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -4,6 +4,7 @@
 //! - [`core`]: pure decisions over plain data (no I/O, no clock, no Git, no Docker).
 //! - [`cli`] and [`commands`]: the command line; `main.rs` only dispatches.
 
+pub mod agent;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
         Command::Check(args) => commands::check::run(args),
         Command::Diff(args) => commands::diff::run(args),
         Command::Apply(args) => commands::apply::run(args),
+        Command::Agent(args) => commands::agent::run(args),
     };
     ExitCode::from(code)
 }

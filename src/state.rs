@@ -46,3 +46,114 @@ pub fn materialize(
     }
     Ok(())
 }
+
+/// What the node remembers between runs, in `<state-dir>/node.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LocalState {
+    /// The image set the stack was last converged to, and the release it came from.
+    pub running: Option<crate::config::fleet::ImageSetId>,
+    pub running_release: Option<String>,
+    /// Image sets this node ran healthy, oldest first, with the release each came from
+    /// (a rollback re-reads that release's compose file).
+    #[serde(default)]
+    pub known_good: Vec<KnownGood>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KnownGood {
+    pub release: String,
+    pub images: crate::config::fleet::ImageSetId,
+}
+
+/// How many known-good sets a node keeps.
+const KNOWN_GOOD_KEPT: usize = 10;
+
+impl LocalState {
+    pub fn load(state_dir: &Path) -> Result<Self, String> {
+        let path = state_dir.join("node.toml");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LocalState::default()),
+            Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<(), String> {
+        let text = toml::to_string(self).map_err(|e| e.to_string())?;
+        write_atomic(&state_dir.join("node.toml"), text.as_bytes())
+            .map_err(|e| format!("cannot write node.toml: {e}"))
+    }
+
+    /// Records that `images` (from `release`) runs healthy.
+    pub fn healthy(&mut self, release: &str, images: &crate::config::fleet::ImageSetId) {
+        self.running = Some(images.clone());
+        self.running_release = Some(release.to_string());
+        self.known_good.retain(|k| &k.images != images);
+        self.known_good.push(KnownGood {
+            release: release.to_string(),
+            images: images.clone(),
+        });
+        let excess = self.known_good.len().saturating_sub(KNOWN_GOOD_KEPT);
+        self.known_good.drain(..excess);
+    }
+}
+
+/// An exclusive lock on the state directory, held for the agent's life, so a second
+/// agent on the same directory stops with a clear message.
+pub struct StateLock(#[allow(dead_code)] std::fs::File);
+
+impl StateLock {
+    pub fn acquire(state_dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+        let path = state_dir.join("lock");
+        let file = std::fs::File::create(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        file.try_lock().map_err(|_| {
+            format!(
+                "another gitfleet agent uses {}; stop it, or give this one its own --state-dir",
+                state_dir.display()
+            )
+        })?;
+        Ok(StateLock(file))
+    }
+}
+
+/// Status records that could not be pushed yet, delivered in order later: no status is
+/// ever lost when the remote is down.
+pub struct Outbox(PathBuf);
+
+impl Outbox {
+    pub fn new(state_dir: &Path) -> Self {
+        Outbox(state_dir.join("outbox"))
+    }
+
+    pub fn put(&self, record: &crate::core::status::StatusRecord) -> Result<(), String> {
+        let name = format!(
+            "{}-{}.toml",
+            record.updated.format("%Y%m%dT%H%M%S%.9f"),
+            record.state
+        );
+        write_atomic(&self.0.join(name), record.to_toml().as_bytes())
+            .map_err(|e| format!("outbox: {e}"))
+    }
+
+    /// Pending records, oldest first, with their files.
+    pub fn pending(&self) -> Vec<(PathBuf, crate::core::status::StatusRecord)> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.0)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .into_iter()
+            .filter_map(|p| {
+                let text = std::fs::read_to_string(&p).ok()?;
+                crate::core::status::StatusRecord::from_toml(&text)
+                    .ok()
+                    .map(|r| (p, r))
+            })
+            .collect()
+    }
+}

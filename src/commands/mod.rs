@@ -1,5 +1,6 @@
 //! One module per subcommand; each returns the process exit code.
 
+pub mod agent;
 pub mod apply;
 pub mod check;
 pub mod diff;
@@ -20,6 +21,8 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// Usage or configuration error (clap uses 2 as well).
     pub const USAGE: u8 = 2;
+    /// The release was rejected (agent --once).
+    pub const REJECTED: u8 = 3;
 }
 
 /// A node's stack read from a fleet repository working tree: the validated repository

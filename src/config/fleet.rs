@@ -136,7 +136,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// The hash of an [`ImageSet`], as written in status records (`images = ...`).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ImageSetId(pub String);
 

@@ -275,6 +275,31 @@ fn claim_lifetime(fleet: &Fleet) -> TimeDelta {
     .unwrap_or(TimeDelta::MAX)
 }
 
+/// Whether a pushed `converging` claim holds one of the batch's `max` slots: it must be
+/// among the first `max` fresh claims for its image set, ordered by (since, node id), so
+/// nodes that claimed at the same moment agree on who goes first (rule 2).
+pub fn slot_granted(
+    fleet: &Fleet,
+    records: &[StatusRecord],
+    claim: &StatusRecord,
+    max: u32,
+    now: DateTime<Utc>,
+) -> bool {
+    let batch = fleet.batch_index_of(&claim.node);
+    let lifetime = claim_lifetime(fleet);
+    let ahead = batch::latest_by_node(records)
+        .into_values()
+        .filter(|r| r.node != claim.node && fleet.batch_index_of(&r.node) == batch)
+        .filter(|r| {
+            r.state.holds_slot()
+                && r.images == claim.images
+                && now.signed_duration_since(r.since) <= lifetime
+        })
+        .filter(|r| (r.since, &r.node) < (claim.since, &claim.node))
+        .count();
+    ahead < max as usize
+}
+
 /// Decides what the node does now. Pure: same inputs, same decision.
 pub fn decide(inputs: &Inputs) -> Decision {
     let (release, fleet, desired) = match inputs.desired {

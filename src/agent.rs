@@ -1,0 +1,406 @@
+//! The reconcile loop: observe → decide → act → report → sleep. This is the one place
+//! where the Git and Docker adapters meet the pure decision core.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use crate::config::fleet::{ImageSetId, NodeId};
+use crate::config::{FleetRepo, Interpolation, load_repo};
+use crate::core::decide::{Decision, Desired, Inputs, LocalFacts, RestoreReason, Verdict, decide};
+use crate::core::plan::node_timezone;
+use crate::core::status::{NodeState, StatusRecord};
+use crate::engine::apply::{Outcome, Release, apply};
+use crate::engine::converge::pull_all;
+use crate::engine::docker::DockerEngine;
+use crate::engine::spec::{Sources, project_spec};
+use crate::git::{GitError, Mirror};
+use crate::state::{LocalState, Outbox, materialize, project_dir};
+
+/// Push attempts before a record goes to the outbox.
+const PUSH_ATTEMPTS: u32 = 30;
+/// A record is rewritten at least this often, so the fleet knows the node is alive.
+const HEARTBEAT: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// The agent's settings, validated by the command line.
+pub struct Settings {
+    pub repo_url: String,
+    pub node: NodeId,
+    pub branch: String,
+    pub state_dir: PathBuf,
+    pub project: Option<String>,
+    pub timezone: Tz,
+    pub interval: Duration,
+}
+
+/// How one reconcile ended, for `--once`'s exit code and the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reconciled {
+    pub state: NodeState,
+    pub message: String,
+    pub recheck_at: Option<DateTime<Utc>>,
+}
+
+/// The agent: its settings, mirror and engine.
+pub struct Agent {
+    settings: Settings,
+    mirror: Mirror,
+    engine: DockerEngine,
+}
+
+/// Runs a blocking Git call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, GitError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("git task failed: {e}")),
+    }
+}
+
+impl Agent {
+    pub async fn new(settings: Settings) -> Result<Self, String> {
+        let mirror = Mirror::open(&settings.state_dir.join("mirror.git"), &settings.repo_url)
+            .map_err(|e| e.to_string())?;
+        let engine = DockerEngine::connect().await.map_err(|e| e.to_string())?;
+        Ok(Agent {
+            settings,
+            mirror,
+            engine,
+        })
+    }
+
+    /// One full reconcile, including the health gate of a converge.
+    pub async fn reconcile(&self) -> Result<Reconciled, String> {
+        let s = &self.settings;
+        self.deliver_outbox().await;
+
+        // Observe.
+        let mirror = self.mirror.clone();
+        let branches = [s.branch.clone()];
+        let tip = blocking(move || {
+            mirror.fetch(&branches.iter().map(String::as_str).collect::<Vec<_>>())?;
+            mirror.tip(&branches[0])
+        })
+        .await?
+        .ok_or_else(|| format!("branch `{}` does not exist in {}", s.branch, s.repo_url))?;
+        let admitted = self.load_release(&tip).await;
+        let status_branch = match &admitted {
+            Ok(repo) => repo.fleet.status_branch.clone(),
+            Err(_) => "fleet-status".to_string(),
+        };
+        let mirror = self.mirror.clone();
+        let sb = status_branch.clone();
+        let (records, broken) = blocking(move || {
+            mirror.fetch(&[&sb])?;
+            mirror.records(&sb)
+        })
+        .await?;
+        for (path, why) in broken {
+            eprintln!("warning: ignoring {path} on {status_branch}: {why}");
+        }
+        let mut local = LocalState::load(&s.state_dir)?;
+        let facts = LocalFacts {
+            running: local.running.clone(),
+            known_good: local.known_good.iter().map(|k| k.images.clone()).collect(),
+            gate: None,
+        };
+        let own = records.iter().find(|r| r.node == s.node).cloned();
+
+        // Decide.
+        let now = Utc::now();
+        let (desired, images, batch, timezone) = match &admitted {
+            Ok(repo) => {
+                let images = repo.images.id();
+                let tz = node_timezone(&repo.fleet, &s.node, s.timezone);
+                (
+                    Ok(repo),
+                    images,
+                    repo.fleet.batch_of(&s.node).name.clone(),
+                    tz,
+                )
+            }
+            Err(reason) => (
+                Err(reason.clone()),
+                own.as_ref().map(|r| r.images.clone()).unwrap_or_default(),
+                own.as_ref().map(|r| r.batch.clone()).unwrap_or_default(),
+                s.timezone,
+            ),
+        };
+        let decision: Decision = decide(&Inputs {
+            desired: match &desired {
+                Ok(repo) => Desired::Admitted {
+                    release: &tip,
+                    fleet: &repo.fleet,
+                    images: &images,
+                },
+                Err(reason) => Desired::Rejected {
+                    release: &tip,
+                    reason,
+                },
+            },
+            node: &s.node,
+            timezone,
+            records: &records,
+            local: &facts,
+            now,
+        });
+        let mut state = decision.verdict.state();
+        let mut message = decision.verdict.message(timezone);
+
+        // Act.
+        match (&decision.verdict, &desired) {
+            (Verdict::Converge { .. } | Verdict::Monitor { .. }, Ok(repo)) => {
+                let claim = self.record(
+                    own.as_ref(),
+                    &batch,
+                    &tip,
+                    &images,
+                    NodeState::Converging,
+                    message.clone(),
+                );
+                self.report(&status_branch, claim.clone()).await?;
+                if let (
+                    Verdict::Converge {
+                        claim_slot: true, ..
+                    },
+                    Some(max),
+                ) = (&decision.verdict, repo.fleet.rollout.max_parallel)
+                    && !self.holds_slot(&status_branch, &claim, repo, max).await?
+                {
+                    let waiting = self.record(
+                        own.as_ref(),
+                        &batch,
+                        &tip,
+                        &images,
+                        NodeState::WaitingBatch,
+                        "slot taken by an earlier claim; waiting".into(),
+                    );
+                    self.report(&status_branch, waiting).await?;
+                    return Ok(Reconciled {
+                        state: NodeState::WaitingBatch,
+                        message: "slot taken by an earlier claim; waiting".into(),
+                        recheck_at: None,
+                    });
+                }
+                match self.apply_release(repo, &tip).await {
+                    Ok(Outcome::Healthy { .. }) => {
+                        local.healthy(&tip, &images);
+                        state = NodeState::Healthy;
+                        message = "health gate passed".into();
+                    }
+                    Ok(Outcome::Restored { service, reason }) => {
+                        state = NodeState::Failed;
+                        message = format!(
+                            "health gate failed: service `{service}`: {reason}; previous containers restored"
+                        );
+                    }
+                    Err(e) => return Err(format!("cannot converge to {}: {e}", short(&tip))),
+                }
+                local.save(&s.state_dir)?;
+            }
+            (
+                Verdict::Restore {
+                    to: Some(to),
+                    reason: RestoreReason::Halted { .. },
+                },
+                _,
+            ) => {
+                let Some(known) = local.known_good.iter().find(|k| &k.images == to).cloned() else {
+                    return Err(format!(
+                        "no release is recorded for image set {}",
+                        to.short()
+                    ));
+                };
+                let previous = self.load_release(&known.release).await?;
+                match self.apply_release(&previous, &known.release).await {
+                    Ok(Outcome::Healthy { .. }) => local.healthy(&known.release, &known.images),
+                    Ok(Outcome::Restored { service, reason }) => {
+                        message = format!("rollback failed its gate: `{service}`: {reason}");
+                    }
+                    Err(e) => return Err(format!("cannot roll back: {e}")),
+                }
+                local.save(&s.state_dir)?;
+            }
+            (verdict, Ok(repo)) if verdict.prepull() => {
+                if let Err(e) = pull_all(&self.engine, &repo.images, &repo.fleet.registries).await {
+                    message = format!("{message}; pre-pull failed: {e}");
+                }
+            }
+            _ => {}
+        }
+
+        // Report.
+        let record = self.record(own.as_ref(), &batch, &tip, &images, state, message.clone());
+        // A record is written on a change of state, release or image set, and as a
+        // heartbeat; a changed message alone (who blocks a wait) waits for either.
+        let changed = own.as_ref().is_none_or(|o| {
+            o.state != record.state || o.release != record.release || o.images != record.images
+        });
+        let heartbeat_due = own.as_ref().is_none_or(|o| now - o.updated >= HEARTBEAT);
+        if changed || heartbeat_due {
+            self.report(&status_branch, record).await?;
+        }
+        Ok(Reconciled {
+            state,
+            message,
+            recheck_at: decision.recheck_at,
+        })
+    }
+
+    /// After pushing its `converging` claim, whether this node is among the first `max`
+    /// fresh claimants of its batch for this image set, ordered by (since, node id): two
+    /// nodes that claimed at once agree on who goes first.
+    async fn holds_slot(
+        &self,
+        status_branch: &str,
+        claim: &StatusRecord,
+        repo: &FleetRepo,
+        max: u32,
+    ) -> Result<bool, String> {
+        let mirror = self.mirror.clone();
+        let sb = status_branch.to_string();
+        let (records, _) = blocking(move || {
+            mirror.fetch(&[&sb])?;
+            mirror.records(&sb)
+        })
+        .await?;
+        Ok(crate::core::decide::slot_granted(
+            &repo.fleet,
+            &records,
+            claim,
+            max,
+            Utc::now(),
+        ))
+    }
+
+    /// Reads and validates the release at `commit`, as this node sees it.
+    async fn load_release(&self, commit: &str) -> Result<FleetRepo, String> {
+        let mirror = self.mirror.clone();
+        let (commit, node) = (commit.to_string(), self.settings.node.clone());
+        tokio::task::spawn_blocking(move || {
+            let files = mirror.files(&commit).map_err(|e| e.to_string())?;
+            let vars = Interpolation {
+                env: std::env::vars().collect(),
+                node,
+                release: commit.clone(),
+            };
+            load_repo(&files, &vars).map_err(|diags| diags.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Materializes the release's compose directory and applies it.
+    async fn apply_release(&self, repo: &FleetRepo, commit: &str) -> Result<Outcome, String> {
+        let s = &self.settings;
+        let project = s.project.clone().unwrap_or_else(|| repo.fleet.name.clone());
+        let host_dir = project_dir(&s.state_dir, &project);
+        let files = self.mirror.files(commit).map_err(|e| e.to_string())?;
+        materialize(&files, &repo.fleet.compose_path, &host_dir)?;
+        let sources = Sources {
+            files: &files,
+            compose_path: &repo.fleet.compose_path,
+            host_dir: &host_dir,
+        };
+        let spec = project_spec(&project, &repo.compose, &repo.images, &sources)
+            .map_err(|e| e.join("; "))?;
+        let release = Release {
+            spec: &spec,
+            images: &repo.images,
+            registries: &repo.fleet.registries,
+            rollout: &repo.fleet.rollout,
+            probes: &repo.fleet.health,
+        };
+        apply(&self.engine, &release)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn record(
+        &self,
+        own: Option<&StatusRecord>,
+        batch: &str,
+        release: &str,
+        images: &ImageSetId,
+        state: NodeState,
+        message: String,
+    ) -> StatusRecord {
+        let now = Utc::now();
+        let since = own
+            .filter(|o| o.state == state && o.release == release)
+            .map_or(now, |o| o.since);
+        StatusRecord {
+            node: self.settings.node.clone(),
+            batch: batch.to_string(),
+            release: release.to_string(),
+            images: images.clone(),
+            state,
+            since,
+            message,
+            agent: env!("CARGO_PKG_VERSION").to_string(),
+            updated: now,
+        }
+    }
+
+    /// Pushes a record; when the remote cannot take it, keeps it in the outbox.
+    async fn report(&self, status_branch: &str, record: StatusRecord) -> Result<(), String> {
+        let mirror = self.mirror.clone();
+        let (branch, r) = (status_branch.to_string(), record.clone());
+        match blocking(move || mirror.push_record(&branch, &r, PUSH_ATTEMPTS)).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                eprintln!("warning: status not delivered ({e}); kept in the outbox");
+                Outbox::new(&self.settings.state_dir).put(&record)
+            }
+        }
+    }
+
+    /// Delivers records kept while the remote was unreachable, oldest first.
+    async fn deliver_outbox(&self) {
+        for (path, record) in Outbox::new(&self.settings.state_dir).pending() {
+            let mirror = self.mirror.clone();
+            let r = record.clone();
+            let branch = "fleet-status".to_string();
+            if blocking(move || mirror.push_record(&branch, &r, PUSH_ATTEMPTS))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Reconciles until `shutdown` resolves, sleeping until the decision's next look or
+    /// the poll interval.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let next = match self.reconcile().await {
+                Ok(r) => {
+                    eprintln!("{}: {} ({})", self.settings.node, r.state, r.message);
+                    r.recheck_at
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    None
+                }
+            };
+            let poll = self.settings.interval;
+            let until = next
+                .and_then(|t| (t - Utc::now()).to_std().ok())
+                .map_or(poll, |d| d.min(poll));
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(until) => {}
+            }
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}

@@ -1,0 +1,118 @@
+//! `gitfleet agent`: validated settings, the state-directory lock, signals, exit codes.
+
+use chrono_tz::Tz;
+
+use super::{exit, runtime};
+use crate::agent::{Agent, Settings};
+use crate::cli::AgentArgs;
+use crate::config::duration::{DURATION_HELP, parse_duration};
+use crate::config::fleet::NodeId;
+use crate::config::fleet_toml::is_node_id;
+use crate::core::status::NodeState;
+use crate::state::StateLock;
+
+pub fn run(args: &AgentArgs) -> u8 {
+    match run_agent(args) {
+        Ok(code) | Err(code) => code,
+    }
+}
+
+fn usage(message: String) -> u8 {
+    eprintln!("error: {message}");
+    exit::USAGE
+}
+
+/// The node's timezone: `--timezone`, else `TZ`, else the host's (`/etc/timezone`,
+/// `/etc/localtime`), else UTC.
+fn timezone(flag: Option<&str>) -> Result<Tz, String> {
+    let parse = |name: &str, from: &str| {
+        name.trim().parse::<Tz>().map_err(|_| {
+            format!(
+                "{from}: unknown timezone `{}`; use an IANA name such as Europe/Berlin",
+                name.trim()
+            )
+        })
+    };
+    if let Some(name) = flag {
+        return parse(name, "--timezone");
+    }
+    if let Ok(name) = std::env::var("TZ")
+        && !name.is_empty()
+    {
+        return parse(name.trim_start_matches(':'), "TZ");
+    }
+    if let Ok(name) = std::fs::read_to_string("/etc/timezone")
+        && let Ok(tz) = name.trim().parse::<Tz>()
+    {
+        return Ok(tz);
+    }
+    if let Ok(link) = std::fs::read_link("/etc/localtime")
+        && let Some(name) = link.to_string_lossy().split("zoneinfo/").nth(1)
+        && let Ok(tz) = name.parse::<Tz>()
+    {
+        return Ok(tz);
+    }
+    Ok(chrono_tz::UTC)
+}
+
+fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
+    if !is_node_id(&args.node) {
+        return Err(usage(format!(
+            "--node `{}` is not a valid node id (letters, digits, `-`, `_`, `.`)",
+            args.node
+        )));
+    }
+    let interval = parse_duration(&args.interval)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| usage(format!("--interval `{}`: {DURATION_HELP}", args.interval)))?;
+    let timezone = timezone(args.timezone.as_deref()).map_err(usage)?;
+    let _lock = StateLock::acquire(&args.state_dir).map_err(usage)?;
+    let settings = Settings {
+        repo_url: args.repo.clone(),
+        node: NodeId(args.node.clone()),
+        branch: args.branch.clone(),
+        state_dir: args.state_dir.clone(),
+        project: args.project.clone(),
+        timezone,
+        interval,
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let agent = Agent::new(settings).await.map_err(usage)?;
+        if !args.once {
+            agent.run(shutdown_signal()).await;
+            return Ok(exit::OK);
+        }
+        match agent.reconcile().await {
+            Ok(r) => {
+                println!("{}: {} ({})", args.node, r.state, r.message);
+                Ok(match r.state {
+                    NodeState::Failed | NodeState::RolledBack => exit::FAILED,
+                    NodeState::Rejected => exit::REJECTED,
+                    _ => exit::OK,
+                })
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(exit::FAILED)
+            }
+        }
+    })
+}
+
+/// SIGTERM or SIGINT: the agent finishes the step in flight, then exits 0.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,211 @@
+//! `gitfleet agent --once` against a real dockerd, registry and a bare Git repository.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gitfleet::core::status::{NodeState, StatusRecord};
+use gitfleet::engine::converge::observe;
+use gitfleet::engine::docker::DockerEngine;
+use gitfleet::git::Mirror;
+
+use common::{TempDir, test_images};
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=op", "-c", "user.email=op@example.com"])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Fleet {
+    root: TempDir,
+    project: String,
+}
+
+impl Fleet {
+    fn new(label: &str) -> Self {
+        let root = TempDir::new(label);
+        let fleet = Fleet {
+            project: format!("gft-agent-{label}-{}", std::process::id()),
+            root,
+        };
+        std::fs::create_dir_all(fleet.bare()).unwrap();
+        git(&fleet.bare(), &["init", "--bare", "-q", "-b", "release"]);
+        std::fs::create_dir_all(fleet.work().join("stack")).unwrap();
+        git(&fleet.work(), &["init", "-q", "-b", "release"]);
+        fleet
+    }
+
+    fn bare(&self) -> PathBuf {
+        self.root.path().join("fleet.git")
+    }
+
+    fn work(&self) -> PathBuf {
+        self.root.path().join("work")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.root.path().join("state")
+    }
+
+    /// Commits a release with these images and pushes it to `release`; returns its id.
+    fn release(&self, web: &str, api: &str, message: &str) -> String {
+        let work = self.work();
+        std::fs::write(
+            work.join("fleet.toml"),
+            format!(
+                "version = 1\n[fleet]\nname = \"shop\"\ncompose = \"stack/compose.yaml\"\n[images]\nweb = \"{web}\"\napi = \"{api}\"\n\
+                 [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"15s\"\n[batches.canary]\nnodes = [\"n1\"]\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            work.join("stack/compose.yaml"),
+            "services:\n  api:\n    image: x\n    init: true\n  web:\n    image: x\n    init: true\n    depends_on: [api]\n",
+        )
+        .unwrap();
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-q", "--allow-empty", "-m", message]);
+        git(
+            &work,
+            &["push", "-q", "-f", self.bare().to_str().unwrap(), "release"],
+        );
+        git(&work, &["rev-parse", "HEAD"])
+    }
+
+    fn agent_once(&self) -> (Option<i32>, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+            .args([
+                "agent",
+                "--once",
+                "--node",
+                "n1",
+                "--project",
+                &self.project,
+                "--repo",
+            ])
+            .arg(format!("file://{}", self.bare().display()))
+            .arg("--state-dir")
+            .arg(self.state())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn record(&self) -> StatusRecord {
+        let mirror = Mirror::open(
+            &self.root.path().join("reader.git"),
+            &format!("file://{}", self.bare().display()),
+        )
+        .unwrap();
+        mirror.fetch(&["fleet-status"]).unwrap();
+        let (records, _) = mirror.records("fleet-status").unwrap();
+        records
+            .into_iter()
+            .find(|r| r.node.as_str() == "n1")
+            .expect("n1 reported")
+    }
+
+    fn status_commits(&self) -> usize {
+        git(&self.bare(), &["rev-list", "--count", "fleet-status"])
+            .parse()
+            .unwrap()
+    }
+}
+
+async fn ids(engine: &DockerEngine, project: &str) -> Vec<(String, String)> {
+    let mut ids: Vec<(String, String)> = observe(engine, project)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.service, o.id))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_release_converges_reports_healthy_then_rejects_and_fails_safely() {
+    let images = test_images();
+    let fleet = Fleet::new("once");
+    let engine = DockerEngine::connect().await.unwrap();
+
+    let first = fleet.release(&images.healthy, &images.healthy, "First release");
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(0), "{out}");
+    let record = fleet.record();
+    assert_eq!(record.state, NodeState::Healthy, "{record:?}");
+    assert_eq!(record.release, first);
+    assert_eq!(record.images.0.len(), 64);
+    let running = ids(&engine, &fleet.project).await;
+    assert_eq!(running.len(), 2);
+
+    // A second run changes nothing: no container touched, no status commit.
+    let commits = fleet.status_commits();
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(ids(&engine, &fleet.project).await, running);
+    assert_eq!(fleet.status_commits(), commits);
+
+    // An unpinned image: rejected with the reason, containers untouched.
+    let unpinned = fleet.release(
+        "registry.example.com/acme/web:latest",
+        &images.healthy,
+        "Unpinned",
+    );
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(3), "{out}");
+    let record = fleet.record();
+    assert_eq!(
+        (record.state, record.release.as_str()),
+        (NodeState::Rejected, unpinned.as_str())
+    );
+    assert!(
+        record.message.contains("not pinned by digest"),
+        "{}",
+        record.message
+    );
+    assert_eq!(ids(&engine, &fleet.project).await, running);
+
+    // A release that fails its gate: failed, previous containers restored.
+    let bad = fleet.release(&images.unhealthy, &images.healthy, "Bad web");
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(1), "{out}");
+    let record = fleet.record();
+    assert_eq!(
+        (record.state, record.release.as_str()),
+        (NodeState::Failed, bad.as_str())
+    );
+    assert!(record.message.contains("`web`"), "{}", record.message);
+    assert_eq!(
+        ids(&engine, &fleet.project).await,
+        running,
+        "the previous containers run again"
+    );
+
+    for o in observe(&engine, &fleet.project).await.unwrap() {
+        engine.remove(&o.id).await.unwrap();
+    }
+    let _ = engine
+        .client()
+        .remove_network(&format!("{}_default", fleet.project))
+        .await;
+}
