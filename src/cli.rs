@@ -48,6 +48,34 @@ pub enum Command {
     /// 0 healthy or waiting by the rules, 1 failed or rolled back, 2 usage or
     /// configuration error, 3 rejected release.
     Agent(AgentArgs),
+
+    /// What this node would do now, and when: its batch, what blocks it, its next
+    /// windows in its own time and in UTC.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The fleet repository (file://, git://).
+    #[arg(long, value_name = "URL", env = "GITFLEET_REPO")]
+    pub repo: String,
+
+    /// The node to plan for.
+    #[arg(long, value_name = "ID", env = "GITFLEET_NODE")]
+    pub node: String,
+
+    /// The branch nodes follow.
+    #[arg(long, default_value = "release", env = "GITFLEET_BRANCH")]
+    pub branch: String,
+
+    /// The node's IANA timezone when fleet.toml gives none; default: TZ, else the host's.
+    #[arg(long, value_name = "TZ", env = "GITFLEET_TIMEZONE")]
+    pub timezone: Option<String>,
+
+    /// A state directory to read the node's running and known-good image sets from
+    /// (on the node itself); without it the node is assumed to run nothing yet.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

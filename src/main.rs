@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => commands::diff::run(args),
         Command::Apply(args) => commands::apply::run(args),
         Command::Agent(args) => commands::agent::run(args),
+        Command::Plan(args) => commands::plan::run(args),
     };
     ExitCode::from(code)
 }

@@ -193,3 +193,31 @@ fn an_unreachable_remote_is_a_clear_error() {
         "{error}"
     );
 }
+
+#[test]
+fn plan_names_the_batch_the_blockers_and_the_window_in_node_time_and_utc() {
+    let root = TempDir::new("git-plan");
+    let bare = remote(root.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args(["plan", "--node", "ap-ktm-1", "--repo"])
+        .arg(format!("file://{}", bare.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("timezone Asia/Kathmandu"), "{text}");
+    assert!(text.contains("batch     apac (4 of 5)"), "{text}");
+    assert!(
+        text.contains("01:30 +0545") && text.contains("19:45 UTC"),
+        "{text}"
+    );
+    assert!(
+        text.contains("waiting for batch `canary`; pending (never reported): eu-fra-1, us-nyc-1"),
+        "{text}"
+    );
+}

@@ -24,7 +24,7 @@ fn usage(message: String) -> u8 {
 
 /// The node's timezone: `--timezone`, else `TZ`, else the host's (`/etc/timezone`,
 /// `/etc/localtime`), else UTC.
-fn timezone(flag: Option<&str>) -> Result<Tz, String> {
+pub(crate) fn timezone(flag: Option<&str>) -> Result<Tz, String> {
     let parse = |name: &str, from: &str| {
         name.trim().parse::<Tz>().map_err(|_| {
             format!(

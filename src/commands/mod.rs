@@ -4,6 +4,7 @@ pub mod agent;
 pub mod apply;
 pub mod check;
 pub mod diff;
+pub mod plan;
 
 use std::path::{Path, PathBuf};
 
