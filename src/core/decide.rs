@@ -771,6 +771,18 @@ mod tests {
     }
 
     #[test]
+    fn simultaneous_claims_agree_on_who_holds_the_slots() {
+        let f = fleet(&[("eu", &["eu-*"])]);
+        let claims = [
+            record("eu-1", R, &set('b'), Converging, t(9_000)),
+            record("eu-2", R, &set('b'), Converging, t(9_000)),
+            record("eu-3", R, &set('b'), Converging, t(8_999)),
+        ];
+        let granted: Vec<bool> = claims.iter().map(|c| slot_granted(&f, &claims, c, 2, t(9_001))).collect();
+        assert_eq!(granted, [true, false, true], "earliest first, then by node id");
+    }
+
+    #[test]
     fn the_gate_verdict_drives_monitor_report_and_restore() {
         let f = three_batches();
         let mut local = running('b');
