@@ -778,8 +778,15 @@ mod tests {
             record("eu-2", R, &set('b'), Converging, t(9_000)),
             record("eu-3", R, &set('b'), Converging, t(8_999)),
         ];
-        let granted: Vec<bool> = claims.iter().map(|c| slot_granted(&f, &claims, c, 2, t(9_001))).collect();
-        assert_eq!(granted, [true, false, true], "earliest first, then by node id");
+        let granted: Vec<bool> = claims
+            .iter()
+            .map(|c| slot_granted(&f, &claims, c, 2, t(9_001)))
+            .collect();
+        assert_eq!(
+            granted,
+            [true, false, true],
+            "earliest first, then by node id"
+        );
     }
 
     #[test]
