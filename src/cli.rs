@@ -30,7 +30,7 @@ pub enum Command {
     /// Read-only: compares the fleet repository working tree with the containers on this
     /// engine (found as the Docker CLI finds it: DOCKER_HOST, else the default socket).
     /// Exit codes: 0 nothing would change, 1 changes would be made, 2 error.
-    Diff(DiffArgs),
+    Diff(NodeStackArgs),
 
     /// Converge this node's stack to a fleet repository working tree now, health-gated.
     ///
@@ -38,7 +38,7 @@ pub enum Command {
     /// result to the health gate, and restores the previous containers if it fails.
     /// Exit codes: 0 healthy, 1 gate failed (restored) or engine error, 2 usage or
     /// configuration error.
-    Apply(ApplyArgs),
+    Apply(NodeStackArgs),
 
     /// Run this node's agent: follow the release branch, roll out in turn, report status.
     ///
@@ -113,27 +113,9 @@ pub struct AgentArgs {
     pub project: Option<String>,
 }
 
+/// Where a node's stack comes from (a working tree) and where it runs.
 #[derive(Debug, clap::Args)]
-pub struct ApplyArgs {
-    /// The fleet repository's root (where fleet.toml is).
-    #[arg(default_value = ".")]
-    pub dir: PathBuf,
-
-    /// This node's id (interpolation, batch).
-    #[arg(long, value_name = "ID")]
-    pub node: String,
-
-    /// Compose project name on this engine; default: fleet.name.
-    #[arg(long, value_name = "NAME")]
-    pub project: Option<String>,
-
-    /// The agent's state directory (the project's files live under it).
-    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR, env = "GITFLEET_STATE_DIR")]
-    pub state_dir: PathBuf,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct DiffArgs {
+pub struct NodeStackArgs {
     /// The fleet repository's root (where fleet.toml is).
     #[arg(default_value = ".")]
     pub dir: PathBuf,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use gitfleet::core::status::{NodeState, StatusRecord};
@@ -10,23 +10,7 @@ use gitfleet::engine::converge::observe;
 use gitfleet::engine::docker::DockerEngine;
 use gitfleet::git::Mirror;
 
-use common::{TempDir, test_images};
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=op", "-c", "user.email=op@example.com"])
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use common::{TempDir, git, test_images};
 
 struct Fleet {
     root: TempDir,

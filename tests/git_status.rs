@@ -12,22 +12,7 @@ use gitfleet::config::{Interpolation, load_repo};
 use gitfleet::core::status::{NodeState, StatusRecord};
 use gitfleet::git::{Mirror, Pushed};
 
-use common::{TempDir, copy_tree, example_repo, free_port};
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=op", "-c", "user.email=op@example.com"])
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{TempDir, copy_tree, example_repo, free_port, git};
 
 /// A bare remote whose `release` branch holds the example fleet repository.
 fn remote(root: &Path) -> std::path::PathBuf {

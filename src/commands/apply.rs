@@ -3,24 +3,19 @@
 //! the gate fails. No Git, no batches, no windows: the agent adds those.
 
 use super::{exit, load_node_stack, runtime};
-use crate::cli::ApplyArgs;
+use crate::cli::NodeStackArgs;
 use crate::engine::apply::{Outcome, Release, apply};
 use crate::engine::docker::DockerEngine;
 use crate::state::materialize;
 
-pub fn run(args: &ApplyArgs) -> u8 {
+pub fn run(args: &NodeStackArgs) -> u8 {
     match run_apply(args) {
         Ok(code) | Err(code) => code,
     }
 }
 
-fn run_apply(args: &ApplyArgs) -> Result<u8, u8> {
-    let stack = load_node_stack(
-        &args.dir,
-        &args.node,
-        args.project.as_deref(),
-        &args.state_dir,
-    )?;
+fn run_apply(args: &NodeStackArgs) -> Result<u8, u8> {
+    let stack = load_node_stack(args)?;
     materialize(
         &stack.files,
         &stack.repo.fleet.compose_path,

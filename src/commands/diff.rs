@@ -1,24 +1,19 @@
 //! `gitfleet diff [DIR] --node ID`: what a converge would change on this engine, and why.
 
 use super::{exit, load_node_stack, runtime};
-use crate::cli::DiffArgs;
+use crate::cli::NodeStackArgs;
 use crate::engine::converge::observe;
 use crate::engine::docker::DockerEngine;
 use crate::engine::plan::{Change, ServiceAction, plan};
 
-pub fn run(args: &DiffArgs) -> u8 {
+pub fn run(args: &NodeStackArgs) -> u8 {
     match diff(args) {
         Ok(code) | Err(code) => code,
     }
 }
 
-fn diff(args: &DiffArgs) -> Result<u8, u8> {
-    let stack = load_node_stack(
-        &args.dir,
-        &args.node,
-        args.project.as_deref(),
-        &args.state_dir,
-    )?;
+fn diff(args: &NodeStackArgs) -> Result<u8, u8> {
+    let stack = load_node_stack(args)?;
     let (repo, spec) = (&stack.repo, &stack.spec);
     let project = &spec.project;
     let observed = runtime()?

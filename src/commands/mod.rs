@@ -6,7 +6,9 @@ pub mod check;
 pub mod diff;
 pub mod plan;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use crate::cli::NodeStackArgs;
 
 use crate::config::fleet::NodeId;
 use crate::config::{self, DirFiles, FleetRepo, Interpolation};
@@ -35,25 +37,26 @@ pub(crate) struct NodeStack {
     pub host_dir: PathBuf,
 }
 
-/// Loads `dir` as node `node` would; prints what is wrong and returns the exit code
-/// otherwise.
-pub(crate) fn load_node_stack(
-    dir: &Path,
-    node: &str,
-    project: Option<&str>,
-    state_dir: &Path,
-) -> Result<NodeStack, u8> {
+/// Loads the working tree as the node would; prints what is wrong and returns the exit
+/// code otherwise.
+pub(crate) fn load_node_stack(args: &NodeStackArgs) -> Result<NodeStack, u8> {
+    let NodeStackArgs {
+        dir,
+        node,
+        project,
+        state_dir,
+    } = args;
     let vars = Interpolation {
         env: std::env::vars().collect(),
-        node: NodeId(node.to_string()),
+        node: NodeId(node.clone()),
         release: "working-tree".to_string(),
     };
-    let files = DirFiles(dir.to_path_buf());
+    let files = DirFiles(dir.clone());
     let repo = config::load_repo(&files, &vars).map_err(|diags| {
         eprintln!("{diags}");
         exit::USAGE
     })?;
-    let project = project.map_or_else(|| repo.fleet.name.clone(), str::to_string);
+    let project = project.clone().unwrap_or_else(|| repo.fleet.name.clone());
     let host_dir = project_dir(state_dir, &project);
     let sources = Sources {
         files: &files,

@@ -161,49 +161,68 @@ fn compose_labels(project: &str, kind: &str, key: &str) -> BTreeMap<String, Stri
     ])
 }
 
+/// A top-level network or volume as written: what differs between the two kinds.
+struct Declared<'a> {
+    external: Option<(bool, Option<String>)>,
+    name: Option<&'a String>,
+    driver: Option<&'a String>,
+    labels: Option<&'a dct::Labels>,
+}
+
+/// Compose's naming: the external name, else `name:`, else `<project>_<key>` (an
+/// external resource without a name is the key itself).
+fn resource(project: &str, kind: &str, key: &str, declared: Declared) -> ResourceSpec {
+    let (external, external_name) = declared.external.unwrap_or((false, None));
+    let name = external_name
+        .or_else(|| declared.name.cloned())
+        .unwrap_or_else(|| {
+            if external {
+                key.to_string()
+            } else {
+                format!("{project}_{key}")
+            }
+        });
+    let mut labels = compose_labels(project, kind, key);
+    labels.extend(declared.labels.map(label_map).unwrap_or_default());
+    ResourceSpec {
+        name,
+        external,
+        driver: declared.driver.cloned(),
+        labels,
+    }
+}
+
 fn top_networks(project: &str, networks: &dct::ComposeNetworks) -> BTreeMap<String, ResourceSpec> {
     let mut out = BTreeMap::from([(
         "default".to_string(),
-        ResourceSpec {
-            name: format!("{project}_default"),
-            external: false,
-            driver: None,
-            labels: compose_labels(project, "network", "default"),
-        },
+        resource(
+            project,
+            "network",
+            "default",
+            Declared {
+                external: None,
+                name: None,
+                driver: None,
+                labels: None,
+            },
+        ),
     )]);
     for (key, settings) in &networks.0 {
-        let settings = match settings {
+        let s = match settings {
             dct::MapOrEmpty::Map(s) => Some(s),
             dct::MapOrEmpty::Empty => None,
         };
-        let external = settings.and_then(|s| s.external.as_ref());
-        let (is_external, external_name) = match external {
-            Some(dct::ComposeNetwork::Bool(b)) => (*b, None),
-            Some(dct::ComposeNetwork::Detailed(d)) => (true, Some(d.name.clone())),
-            None => (false, None),
+        let external = s.and_then(|s| s.external.as_ref()).map(|e| match e {
+            dct::ComposeNetwork::Bool(b) => (*b, None),
+            dct::ComposeNetwork::Detailed(d) => (true, Some(d.name.clone())),
+        });
+        let declared = Declared {
+            external,
+            name: s.and_then(|s| s.name.as_ref()),
+            driver: s.and_then(|s| s.driver.as_ref()),
+            labels: s.map(|s| &s.labels),
         };
-        let name = external_name
-            .or_else(|| settings.and_then(|s| s.name.clone()))
-            .unwrap_or_else(|| {
-                if is_external {
-                    key.clone()
-                } else {
-                    format!("{project}_{key}")
-                }
-            });
-        let mut labels = compose_labels(project, "network", key);
-        if let Some(s) = settings {
-            labels.extend(label_map(&s.labels));
-        }
-        out.insert(
-            key.clone(),
-            ResourceSpec {
-                name,
-                external: is_external,
-                driver: settings.and_then(|s| s.driver.clone()),
-                labels,
-            },
-        );
+        out.insert(key.clone(), resource(project, "network", key, declared));
     }
     out
 }
@@ -211,37 +230,21 @@ fn top_networks(project: &str, networks: &dct::ComposeNetworks) -> BTreeMap<Stri
 fn top_volumes(project: &str, volumes: &dct::TopLevelVolumes) -> BTreeMap<String, ResourceSpec> {
     let mut out = BTreeMap::new();
     for (key, settings) in &volumes.0 {
-        let settings = match settings {
+        let s = match settings {
             dct::MapOrEmpty::Map(s) => Some(s),
             dct::MapOrEmpty::Empty => None,
         };
-        let (external, external_name) = match settings.and_then(|s| s.external.as_ref()) {
-            Some(dct::ExternalVolume::Bool(b)) => (*b, None),
-            Some(dct::ExternalVolume::Name { name }) => (true, Some(name.clone())),
-            None => (false, None),
+        let external = s.and_then(|s| s.external.as_ref()).map(|e| match e {
+            dct::ExternalVolume::Bool(b) => (*b, None),
+            dct::ExternalVolume::Name { name } => (true, Some(name.clone())),
+        });
+        let declared = Declared {
+            external,
+            name: s.and_then(|s| s.name.as_ref()),
+            driver: s.and_then(|s| s.driver.as_ref()),
+            labels: s.map(|s| &s.labels),
         };
-        let name = external_name
-            .or_else(|| settings.and_then(|s| s.name.clone()))
-            .unwrap_or_else(|| {
-                if external {
-                    key.clone()
-                } else {
-                    format!("{project}_{key}")
-                }
-            });
-        let mut labels = compose_labels(project, "volume", key);
-        if let Some(s) = settings {
-            labels.extend(label_map(&s.labels));
-        }
-        out.insert(
-            key.clone(),
-            ResourceSpec {
-                name,
-                external,
-                driver: settings.and_then(|s| s.driver.clone()),
-                labels,
-            },
-        );
+        out.insert(key.clone(), resource(project, "volume", key, declared));
     }
     out
 }
