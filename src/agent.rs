@@ -14,7 +14,7 @@ use crate::core::plan::node_timezone;
 use crate::core::status::{NodeState, StatusRecord};
 use crate::engine::apply::{Outcome, Release, apply};
 use crate::engine::converge::pull_all;
-use crate::engine::docker::DockerEngine;
+use crate::engine::docker::{DockerEngine, sources};
 use crate::engine::spec::{Sources, project_spec};
 use crate::git::{GitError, Mirror};
 use crate::state::{LocalState, Outbox, materialize, project_dir};
@@ -185,9 +185,13 @@ impl Agent {
                         recheck_at: None,
                     });
                 }
+                let references = references(repo);
+                local.pulling(&references);
+                local.save(&s.state_dir)?;
                 match self.apply_release(repo, &tip).await {
                     Ok(Outcome::Healthy { .. }) => {
-                        local.healthy(&tip, &images);
+                        local.healthy(&tip, &images, references);
+                        self.prune(&mut local).await;
                         state = NodeState::Healthy;
                         message = "health gate passed".into();
                     }
@@ -216,7 +220,9 @@ impl Agent {
                 };
                 let previous = self.load_release(&known.release).await?;
                 match self.apply_release(&previous, &known.release).await {
-                    Ok(Outcome::Healthy { .. }) => local.healthy(&known.release, &known.images),
+                    Ok(Outcome::Healthy { .. }) => {
+                        local.healthy(&known.release, &known.images, references(&previous))
+                    }
                     Ok(Outcome::Restored { service, reason }) => {
                         message = format!("rollback failed its gate: `{service}`: {reason}");
                     }
@@ -225,6 +231,8 @@ impl Agent {
                 local.save(&s.state_dir)?;
             }
             (verdict, Ok(repo)) if verdict.prepull() => {
+                local.pulling(&references(repo));
+                local.save(&s.state_dir)?;
                 if let Err(e) = pull_all(&self.engine, &repo.images, &repo.fleet.registries).await {
                     message = format!("{message}; pre-pull failed: {e}");
                 }
@@ -274,6 +282,16 @@ impl Agent {
             max,
             Utc::now(),
         ))
+    }
+
+    /// Removes pulled images no longer needed (see [`LocalState::prunable`]); one still
+    /// in use stays listed and is tried again after the next healthy release.
+    async fn prune(&self, local: &mut LocalState) {
+        for reference in local.prunable() {
+            if self.engine.remove_image(&reference).await.is_ok() {
+                local.pulled.retain(|r| r != &reference);
+            }
+        }
     }
 
     /// Reads and validates the release at `commit`, as this node sees it.
@@ -399,6 +417,23 @@ impl Agent {
             }
         }
     }
+}
+
+/// Every local reference the release's images may be known by (registry and mirrors).
+fn references(repo: &FleetRepo) -> Vec<String> {
+    repo.images
+        .0
+        .values()
+        .flat_map(|image| {
+            let mirrors = repo
+                .fleet
+                .registries
+                .get(image.registry())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            sources(image, mirrors)
+        })
+        .collect()
 }
 
 fn short(id: &str) -> &str {

@@ -57,12 +57,18 @@ pub struct LocalState {
     /// (a rollback re-reads that release's compose file).
     #[serde(default)]
     pub known_good: Vec<KnownGood>,
+    /// Image references gitfleet pulled and has not pruned yet.
+    #[serde(default)]
+    pub pulled: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KnownGood {
     pub release: String,
     pub images: crate::config::fleet::ImageSetId,
+    /// The local references its images may be known by (registry and mirrors).
+    #[serde(default)]
+    pub references: Vec<String>,
 }
 
 /// How many known-good sets a node keeps.
@@ -86,17 +92,49 @@ impl LocalState {
             .map_err(|e| format!("cannot write node.toml: {e}"))
     }
 
-    /// Records that `images` (from `release`) runs healthy.
-    pub fn healthy(&mut self, release: &str, images: &crate::config::fleet::ImageSetId) {
+    /// Remembers references about to be pulled, so they can be pruned later.
+    pub fn pulling(&mut self, references: &[String]) {
+        for r in references {
+            if !self.pulled.contains(r) {
+                self.pulled.push(r.clone());
+            }
+        }
+    }
+
+    /// Records that `images` (from `release`, known locally by `references`) runs healthy.
+    pub fn healthy(
+        &mut self,
+        release: &str,
+        images: &crate::config::fleet::ImageSetId,
+        references: Vec<String>,
+    ) {
         self.running = Some(images.clone());
         self.running_release = Some(release.to_string());
         self.known_good.retain(|k| &k.images != images);
         self.known_good.push(KnownGood {
             release: release.to_string(),
             images: images.clone(),
+            references,
         });
         let excess = self.known_good.len().saturating_sub(KNOWN_GOOD_KEPT);
         self.known_good.drain(..excess);
+    }
+
+    /// Pulled references no longer needed: all but those of the running set and of the
+    /// known-good set before it (kept so a restore or rollback needs no pull).
+    pub fn prunable(&self) -> Vec<String> {
+        let keep: Vec<&String> = self
+            .known_good
+            .iter()
+            .rev()
+            .take(2)
+            .flat_map(|k| &k.references)
+            .collect();
+        self.pulled
+            .iter()
+            .filter(|r| !keep.contains(r))
+            .cloned()
+            .collect()
     }
 }
 

@@ -68,6 +68,37 @@ impl Fleet {
         git(&work, &["rev-parse", "HEAD"])
     }
 
+    /// Pushes `source` under a repository only this test uses, so pruning it cannot
+    /// disturb other tests; returns the pinned reference.
+    fn unique_image(&self, source: &str, name: &str) -> String {
+        let registry = std::env::var("GITFLEET_TEST_REGISTRY").unwrap();
+        let tag = format!("{registry}/gitfleet-test/{}-{name}:1", self.project);
+        let docker = |args: &[&str]| {
+            let out = Command::new("docker").args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "docker {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        docker(&["pull", "-q", source]);
+        docker(&["tag", source, &tag]);
+        docker(&["push", "-q", &tag]);
+        let pinned = docker(&["inspect", "--format", "{{index .RepoDigests 0}}", &tag]);
+        let pinned = if pinned.contains(&format!("{}-{name}", self.project)) {
+            pinned
+        } else {
+            format!(
+                "{}@{}",
+                tag.rsplit_once(':').unwrap().0,
+                source.rsplit_once('@').unwrap().1
+            )
+        };
+        docker(&["rmi", &tag]);
+        pinned
+    }
+
     fn agent_once(&self) -> (Option<i32>, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
             .args([
@@ -183,6 +214,52 @@ async fn a_release_converges_reports_healthy_then_rejects_and_fails_safely() {
         ids(&engine, &fleet.project).await,
         running,
         "the previous containers run again"
+    );
+
+    for o in observe(&engine, &fleet.project).await.unwrap() {
+        engine.remove(&o.id).await.unwrap();
+    }
+    let _ = engine
+        .client()
+        .remove_network(&format!("{}_default", fleet.project))
+        .await;
+}
+
+#[tokio::test]
+async fn older_pulled_images_are_pruned_and_the_previous_release_kept() {
+    let images = test_images();
+    let fleet = Fleet::new("prune");
+    let engine = DockerEngine::connect().await.unwrap();
+    let api = fleet.unique_image(&images.healthy, "api");
+    let releases: Vec<String> = [
+        ("a", &images.healthy),
+        ("b", &images.healthy_v2),
+        ("c", &images.healthy),
+    ]
+    .into_iter()
+    .map(|(name, source)| fleet.unique_image(source, name))
+    .collect();
+    for (i, web) in releases.iter().enumerate() {
+        fleet.release(web, &api, &format!("release {i}"));
+        let (code, out) = fleet.agent_once();
+        assert_eq!(code, Some(0), "{out}");
+    }
+    let present = |reference: &str| {
+        let engine = engine.clone();
+        let reference = reference.to_string();
+        async move { engine.client().inspect_image(&reference).await.is_ok() }
+    };
+    assert!(
+        !present(&releases[0]).await,
+        "the oldest release's image is pruned"
+    );
+    assert!(
+        present(&releases[1]).await,
+        "the previous release's image is kept for a rollback"
+    );
+    assert!(
+        present(&releases[2]).await && present(&api).await,
+        "the running images stay"
     );
 
     for o in observe(&engine, &fleet.project).await.unwrap() {

@@ -297,6 +297,26 @@ impl DockerEngine {
             .map_err(api(format!("create volume {}", volume.name)))
     }
 
+    /// Removes one local reference to an image (the image itself goes with its last
+    /// reference). Absent is fine; an image a container still uses is an error.
+    pub async fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
+        match self
+            .client
+            .remove_image(
+                reference,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(api(format!("remove image {reference}"))(e)),
+        }
+    }
+
     /// Whether the pinned image is present locally under `reference`.
     pub async fn has_image(&self, reference: &str, image: &PinnedImage) -> bool {
         match self.client.inspect_image(reference).await {
