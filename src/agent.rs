@@ -13,11 +13,15 @@ use crate::core::decide::{Decision, Desired, Inputs, LocalFacts, RestoreReason, 
 use crate::core::plan::node_timezone;
 use crate::core::status::{NodeState, StatusRecord};
 use crate::engine::apply::{Outcome, Release, apply};
+use crate::engine::converge::observe;
 use crate::engine::converge::pull_all;
 use crate::engine::docker::{DockerEngine, sources};
+use crate::engine::plan::{ServiceAction, plan};
+use crate::engine::spec::ProjectSpec;
 use crate::engine::spec::{Sources, project_spec};
 use crate::git::{GitError, Mirror};
 use crate::state::{LocalState, Outbox, materialize, project_dir};
+use futures_util::StreamExt;
 
 /// Push attempts before a record goes to the outbox.
 const PUSH_ATTEMPTS: u32 = 30;
@@ -41,6 +45,8 @@ pub struct Reconciled {
     pub state: NodeState,
     pub message: String,
     pub recheck_at: Option<DateTime<Utc>>,
+    /// The Compose project watched for drift until the next reconcile.
+    pub project: Option<String>,
 }
 
 /// The agent: its settings, mirror and engine.
@@ -149,6 +155,7 @@ impl Agent {
         });
         let mut state = decision.verdict.state();
         let mut message = decision.verdict.message(timezone);
+        let mut force_report = false;
 
         // Act.
         match (&decision.verdict, &desired) {
@@ -183,6 +190,7 @@ impl Agent {
                         state: NodeState::WaitingBatch,
                         message: "slot taken by an earlier claim; waiting".into(),
                         recheck_at: None,
+                        project: Some(self.project(repo)),
                     });
                 }
                 let references = references(repo);
@@ -230,6 +238,25 @@ impl Agent {
                 }
                 local.save(&s.state_dir)?;
             }
+            (Verdict::InSync, Ok(repo)) => {
+                if let Some(drift) = self.drift(repo, &tip).await? {
+                    force_report = true;
+                    message = if repo.fleet.rollout.self_heal {
+                        match self.apply_release(repo, &tip).await {
+                            Ok(Outcome::Healthy { .. }) => format!("drift repaired: {drift}"),
+                            Ok(Outcome::Restored { service, reason }) => {
+                                state = NodeState::Failed;
+                                format!(
+                                    "drift ({drift}); the repair failed its gate: `{service}`: {reason}"
+                                )
+                            }
+                            Err(e) => return Err(format!("cannot repair drift ({drift}): {e}")),
+                        }
+                    } else {
+                        format!("drift: {drift} (self_heal = false: reported, not repaired)")
+                    };
+                }
+            }
             (verdict, Ok(repo)) if verdict.prepull() => {
                 local.pulling(&references(repo));
                 local.save(&s.state_dir)?;
@@ -248,13 +275,14 @@ impl Agent {
             o.state != record.state || o.release != record.release || o.images != record.images
         });
         let heartbeat_due = own.as_ref().is_none_or(|o| now - o.updated >= HEARTBEAT);
-        if changed || heartbeat_due {
+        if changed || heartbeat_due || force_report {
             self.report(&status_branch, record).await?;
         }
         Ok(Reconciled {
             state,
             message,
             recheck_at: decision.recheck_at,
+            project: desired.as_ref().ok().map(|repo| self.project(repo)),
         })
     }
 
@@ -311,11 +339,18 @@ impl Agent {
         .map_err(|e| e.to_string())?
     }
 
-    /// Materializes the release's compose directory and applies it.
-    async fn apply_release(&self, repo: &FleetRepo, commit: &str) -> Result<Outcome, String> {
-        let s = &self.settings;
-        let project = s.project.clone().unwrap_or_else(|| repo.fleet.name.clone());
-        let host_dir = project_dir(&s.state_dir, &project);
+    /// The project name on this engine.
+    fn project(&self, repo: &FleetRepo) -> String {
+        self.settings
+            .project
+            .clone()
+            .unwrap_or_else(|| repo.fleet.name.clone())
+    }
+
+    /// The engine spec of the release at `commit`, its compose directory materialized.
+    fn spec(&self, repo: &FleetRepo, commit: &str) -> Result<ProjectSpec, String> {
+        let project = self.project(repo);
+        let host_dir = project_dir(&self.settings.state_dir, &project);
         let files = self.mirror.files(commit).map_err(|e| e.to_string())?;
         materialize(&files, &repo.fleet.compose_path, &host_dir)?;
         let sources = Sources {
@@ -323,8 +358,12 @@ impl Agent {
             compose_path: &repo.fleet.compose_path,
             host_dir: &host_dir,
         };
-        let spec = project_spec(&project, &repo.compose, &repo.images, &sources)
-            .map_err(|e| e.join("; "))?;
+        project_spec(&project, &repo.compose, &repo.images, &sources).map_err(|e| e.join("; "))
+    }
+
+    /// Applies the release at `commit` (converge, gate, commit or restore).
+    async fn apply_release(&self, repo: &FleetRepo, commit: &str) -> Result<Outcome, String> {
+        let spec = self.spec(repo, commit)?;
         let release = Release {
             spec: &spec,
             images: &repo.images,
@@ -335,6 +374,35 @@ impl Agent {
         apply(&self.engine, &release)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// What differs between the running containers and the release (rule 8): a
+    /// container stopped, removed or replaced by hand. `None` when nothing does.
+    async fn drift(&self, repo: &FleetRepo, commit: &str) -> Result<Option<String>, String> {
+        let spec = self.spec(repo, commit)?;
+        let observed = observe(&self.engine, &spec.project)
+            .await
+            .map_err(|e| e.to_string())?;
+        let plan = plan(&spec, &observed);
+        if plan.is_noop() {
+            return Ok(None);
+        }
+        let mut what: Vec<String> = plan
+            .actions
+            .iter()
+            .filter_map(|(service, action)| match action {
+                ServiceAction::Keep { .. } => None,
+                ServiceAction::Start { .. } => Some(format!("`{service}` was stopped")),
+                ServiceAction::Create => Some(format!("`{service}` was removed")),
+                ServiceAction::Recreate { .. } => Some(format!("`{service}` was replaced")),
+            })
+            .collect();
+        what.extend(
+            plan.orphans
+                .iter()
+                .map(|o| format!("`{}` is not part of the release", o.name)),
+        );
+        Ok(Some(what.join(", ")))
     }
 
     fn record(
@@ -392,28 +460,43 @@ impl Agent {
         }
     }
 
-    /// Reconciles until `shutdown` resolves, sleeping until the decision's next look or
-    /// the poll interval.
+    /// Reconciles until `shutdown` resolves. Between reconciles it sleeps until the
+    /// decision's next look or the poll interval, and wakes at once when a container of
+    /// the project dies or is removed (drift, rule 8).
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            let next = match self.reconcile().await {
+            let (next, project) = match self.reconcile().await {
                 Ok(r) => {
                     eprintln!("{}: {} ({})", self.settings.node, r.state, r.message);
-                    r.recheck_at
+                    (r.recheck_at, r.project)
                 }
                 Err(e) => {
                     eprintln!("error: {e}");
-                    None
+                    (None, None)
                 }
             };
             let poll = self.settings.interval;
             let until = next
                 .and_then(|t| (t - Utc::now()).to_std().ok())
                 .map_or(poll, |d| d.min(poll));
+            let drifted = async {
+                let Some(project) = project else {
+                    return std::future::pending().await;
+                };
+                let mut events = Box::pin(self.engine.project_events(&project));
+                while let Some(event) = events.next().await {
+                    let action = event.ok().and_then(|e| e.action).unwrap_or_default();
+                    if matches!(action.as_str(), "die" | "destroy") {
+                        return;
+                    }
+                }
+                std::future::pending().await
+            };
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(until) => {}
+                () = drifted => {}
             }
         }
     }

@@ -125,18 +125,19 @@ impl Fleet {
         )
     }
 
-    fn record(&self) -> StatusRecord {
+    fn try_record(&self) -> Option<StatusRecord> {
         let mirror = Mirror::open(
             &self.root.path().join("reader.git"),
             &format!("file://{}", self.bare().display()),
         )
-        .unwrap();
-        mirror.fetch(&["fleet-status"]).unwrap();
-        let (records, _) = mirror.records("fleet-status").unwrap();
-        records
-            .into_iter()
-            .find(|r| r.node.as_str() == "n1")
-            .expect("n1 reported")
+        .ok()?;
+        mirror.fetch(&["fleet-status"]).ok()?;
+        let (records, _) = mirror.records("fleet-status").ok()?;
+        records.into_iter().find(|r| r.node.as_str() == "n1")
+    }
+
+    fn record(&self) -> StatusRecord {
+        self.try_record().expect("n1 reported")
     }
 
     fn status_commits(&self) -> usize {
@@ -262,6 +263,88 @@ async fn older_pulled_images_are_pruned_and_the_previous_release_kept() {
         "the running images stay"
     );
 
+    for o in observe(&engine, &fleet.project).await.unwrap() {
+        engine.remove(&o.id).await.unwrap();
+    }
+    let _ = engine
+        .client()
+        .remove_network(&format!("{}_default", fleet.project))
+        .await;
+}
+
+#[tokio::test]
+async fn a_container_removed_by_hand_is_put_back_at_once_and_sigterm_stops_the_agent() {
+    let images = test_images();
+    let fleet = Fleet::new("drift");
+    let engine = DockerEngine::connect().await.unwrap();
+    fleet.release(&images.healthy, &images.healthy, "First release");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args([
+            "agent",
+            "--interval",
+            "10m",
+            "--node",
+            "n1",
+            "--project",
+            &fleet.project,
+            "--repo",
+        ])
+        .arg(format!("file://{}", fleet.bare().display()))
+        .arg("--state-dir")
+        .arg(fleet.state())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |what: &str, mut ok: Box<dyn FnMut() -> bool>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !ok() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    };
+    wait_for(
+        "healthy",
+        Box::new(|| {
+            std::panic::catch_unwind(|| fleet.record().state == NodeState::Healthy).unwrap_or(false)
+        }),
+    );
+    let before = ids(&engine, &fleet.project).await;
+    let web = before.iter().find(|(s, _)| s == "web").unwrap().1.clone();
+    engine.remove(&web).await.unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let now = ids(&engine, &fleet.project).await;
+        if now.len() == 2 && now.iter().all(|(_, id)| id != &web) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web was not put back: {now:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    wait_for(
+        "the drift in the status",
+        Box::new(|| {
+            fleet
+                .record()
+                .message
+                .contains("drift repaired: `web` was removed")
+        }),
+    );
+
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(agent.id().to_string())
+        .status()
+        .unwrap();
+    let status = agent.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM ends the agent cleanly");
     for o in observe(&engine, &fleet.project).await.unwrap() {
         engine.remove(&o.id).await.unwrap();
     }
