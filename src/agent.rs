@@ -2,10 +2,12 @@
 //! where the Git and Docker adapters meet the pure decision core.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
+use tokio::sync::Notify;
 
 use crate::config::fleet::{ImageSetId, NodeId};
 use crate::config::{FleetRepo, Interpolation, load_repo};
@@ -54,6 +56,8 @@ pub struct Agent {
     settings: Settings,
     mirror: Mirror,
     engine: DockerEngine,
+    /// Woken by a verified webhook: fetch and reconcile now.
+    trigger: Arc<Notify>,
 }
 
 /// Runs a blocking Git call off the async runtime.
@@ -75,7 +79,13 @@ impl Agent {
             settings,
             mirror,
             engine,
+            trigger: Arc::new(Notify::new()),
         })
+    }
+
+    /// What the listener wakes when a signed push webhook arrives.
+    pub fn trigger(&self) -> Arc<Notify> {
+        self.trigger.clone()
     }
 
     /// One full reconcile, including the health gate of a converge.
@@ -462,7 +472,7 @@ impl Agent {
 
     /// Reconciles until `shutdown` resolves. Between reconciles it sleeps until the
     /// decision's next look or the poll interval, and wakes at once when a container of
-    /// the project dies or is removed (drift, rule 8).
+    /// the project dies or is removed (drift, rule 8) or a signed webhook arrives.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
@@ -497,6 +507,7 @@ impl Agent {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(until) => {}
                 () = drifted => {}
+                () = self.trigger.notified() => {}
             }
         }
     }

@@ -111,6 +111,19 @@ pub struct AgentArgs {
     /// Compose project name; default: fleet.name.
     #[arg(long, value_name = "NAME", env = "GITFLEET_PROJECT")]
     pub project: Option<String>,
+
+    /// Address of the HTTP listener (POST /hook, GET /healthz); `none` turns it off.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9469",
+        env = "GITFLEET_LISTEN"
+    )]
+    pub listen: String,
+
+    /// File holding the webhook secret; without it every POST /hook is refused.
+    #[arg(long, value_name = "FILE", env = "GITFLEET_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 /// Where a node's stack comes from (a working tree) and where it runs.

@@ -11,4 +11,5 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod git;
+pub mod listener;
 pub mod state;

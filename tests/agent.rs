@@ -272,12 +272,34 @@ async fn older_pulled_images_are_pruned_and_the_previous_release_kept() {
         .await;
 }
 
+/// POSTs `body` to the agent's /hook with `signature`; returns the HTTP status code.
+fn post_hook(port: u16, body: &str, signature: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST /hook HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 #[tokio::test]
-async fn a_container_removed_by_hand_is_put_back_at_once_and_sigterm_stops_the_agent() {
+async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stops_the_agent() {
     let images = test_images();
     let fleet = Fleet::new("drift");
     let engine = DockerEngine::connect().await.unwrap();
     fleet.release(&images.healthy, &images.healthy, "First release");
+    let port = common::free_port();
+    let secret_file = fleet.root.path().join("hook-secret");
+    std::fs::write(&secret_file, "s3cret\n").unwrap();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
         .args([
             "agent",
@@ -292,6 +314,12 @@ async fn a_container_removed_by_hand_is_put_back_at_once_and_sigterm_stops_the_a
         .arg(format!("file://{}", fleet.bare().display()))
         .arg("--state-dir")
         .arg(fleet.state())
+        .args([
+            "--listen".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--webhook-secret-file".to_string(),
+        ])
+        .arg(&secret_file)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -335,6 +363,29 @@ async fn a_container_removed_by_hand_is_put_back_at_once_and_sigterm_stops_the_a
                 .record()
                 .message
                 .contains("drift repaired: `web` was removed")
+        }),
+    );
+
+    // A new release, announced by webhook: a bad signature is refused and fetches
+    // nothing; a good one makes the agent fetch and converge at once (poll is 10m).
+    let second = fleet.release(&images.healthy_v2, &images.healthy, "Second release");
+    let body = r#"{"ref":"refs/heads/release"}"#;
+    assert_eq!(post_hook(port, body, "sha256=0000"), 401);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_ne!(
+        fleet.record().release,
+        second,
+        "an unsigned hook triggers nothing"
+    );
+    let mac = gitfleet::listener::hmac_sha256(b"s3cret", body.as_bytes());
+    let signature = format!("sha256={}", gitfleet::config::fleet::hex(&mac));
+    assert_eq!(post_hook(port, body, &signature), 202);
+    wait_for(
+        "the second release",
+        Box::new(|| {
+            fleet
+                .try_record()
+                .is_some_and(|r| r.release == second && r.state == NodeState::Healthy)
         }),
     );
 

@@ -1,5 +1,7 @@
 //! `gitfleet agent`: validated settings, the state-directory lock, signals, exit codes.
 
+use std::sync::Arc;
+
 use chrono_tz::Tz;
 
 use super::{exit, runtime};
@@ -9,6 +11,7 @@ use crate::config::duration::{DURATION_HELP, parse_duration};
 use crate::config::fleet::NodeId;
 use crate::config::fleet_toml::is_node_id;
 use crate::core::status::NodeState;
+use crate::listener;
 use crate::state::StateLock;
 
 pub fn run(args: &AgentArgs) -> u8 {
@@ -77,10 +80,31 @@ fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
         timezone,
         interval,
     };
+    let secret = match &args.webhook_secret_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("--webhook-secret-file {}: {e}", path.display())))?;
+            let secret = text.trim().as_bytes().to_vec();
+            if secret.is_empty() {
+                return Err(usage(format!(
+                    "--webhook-secret-file {} is empty",
+                    path.display()
+                )));
+            }
+            Some(Arc::new(secret))
+        }
+        None => None,
+    };
     let rt = runtime()?;
     rt.block_on(async {
         let agent = Agent::new(settings).await.map_err(usage)?;
         if !args.once {
+            if args.listen != "none" {
+                let listener = tokio::net::TcpListener::bind(&args.listen)
+                    .await
+                    .map_err(|e| usage(format!("--listen {}: {e} (another agent there? give each its own --listen, or `none`)", args.listen)))?;
+                tokio::spawn(listener::serve(listener, secret, agent.trigger()));
+            }
             agent.run(shutdown_signal()).await;
             return Ok(exit::OK);
         }
