@@ -91,7 +91,6 @@ impl Agent {
     /// One full reconcile, including the health gate of a converge.
     pub async fn reconcile(&self) -> Result<Reconciled, String> {
         let s = &self.settings;
-        self.deliver_outbox().await;
 
         // Observe.
         let mirror = self.mirror.clone();
@@ -107,6 +106,7 @@ impl Agent {
             Ok(repo) => repo.fleet.status_branch.clone(),
             Err(_) => "fleet-status".to_string(),
         };
+        self.deliver_outbox(&status_branch).await;
         let mirror = self.mirror.clone();
         let sb = status_branch.clone();
         let (records, broken) = blocking(move || {
@@ -455,11 +455,11 @@ impl Agent {
     }
 
     /// Delivers records kept while the remote was unreachable, oldest first.
-    async fn deliver_outbox(&self) {
+    async fn deliver_outbox(&self, status_branch: &str) {
         for (path, record) in Outbox::new(&self.settings.state_dir).pending() {
             let mirror = self.mirror.clone();
             let r = record.clone();
-            let branch = "fleet-status".to_string();
+            let branch = status_branch.to_string();
             if blocking(move || mirror.push_record(&branch, &r, PUSH_ATTEMPTS))
                 .await
                 .is_err()

@@ -10,7 +10,7 @@ use gitfleet::engine::converge::observe;
 use gitfleet::engine::docker::DockerEngine;
 use gitfleet::git::Mirror;
 
-use common::{TempDir, git, test_images};
+use common::{GitDaemon, TempDir, git, test_images};
 
 struct Fleet {
     root: TempDir,
@@ -396,6 +396,99 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
         .unwrap();
     let status = agent.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM ends the agent cleanly");
+    for o in observe(&engine, &fleet.project).await.unwrap() {
+        engine.remove(&o.id).await.unwrap();
+    }
+    let _ = engine
+        .client()
+        .remove_network(&format!("{}_default", fleet.project))
+        .await;
+}
+
+#[tokio::test]
+async fn a_record_the_remote_cannot_take_waits_in_the_outbox_and_is_delivered_later() {
+    let images = test_images();
+    let fleet = Fleet::new("outbox");
+    let engine = DockerEngine::connect().await.unwrap();
+    git(&fleet.bare(), &["config", "daemon.receivepack", "true"]);
+    let first = fleet.release(&images.healthy, &images.healthy, "First release");
+    let daemon = GitDaemon::start(fleet.root.path());
+    let port = daemon.port;
+    let url = daemon.url("fleet.git");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args([
+            "agent",
+            "--once",
+            "--node",
+            "n1",
+            "--project",
+            &fleet.project,
+            "--repo",
+            &url,
+        ])
+        .arg("--state-dir")
+        .arg(fleet.state())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The remote goes down while the node holds its gate, between the `converging`
+    // claim and the `healthy` report.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !fleet
+        .try_record()
+        .is_some_and(|r| r.state == NodeState::Converging)
+    {
+        assert!(std::time::Instant::now() < deadline, "no converging claim");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(daemon);
+    assert_eq!(agent.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        fleet.record().state,
+        NodeState::Converging,
+        "the remote never got the report"
+    );
+    let outbox = fleet.state().join("outbox");
+    assert_eq!(
+        std::fs::read_dir(&outbox).unwrap().count(),
+        1,
+        "the report waits in the outbox"
+    );
+
+    let _daemon = GitDaemon::start_on(fleet.root.path(), port);
+    let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args([
+            "agent",
+            "--once",
+            "--node",
+            "n1",
+            "--project",
+            &fleet.project,
+            "--repo",
+            &url,
+        ])
+        .arg("--state-dir")
+        .arg(fleet.state())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = fleet.record();
+    assert_eq!(
+        (record.state, record.release.as_str()),
+        (NodeState::Healthy, first.as_str())
+    );
+    assert_eq!(
+        std::fs::read_dir(&outbox).unwrap().count(),
+        0,
+        "the outbox is delivered"
+    );
+
     for o in observe(&engine, &fleet.project).await.unwrap() {
         engine.remove(&o.id).await.unwrap();
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 
 use chrono::Utc;
 use gitfleet::config::fleet::{ImageSetId, NodeId};
@@ -12,7 +12,7 @@ use gitfleet::config::{Interpolation, load_repo};
 use gitfleet::core::status::{NodeState, StatusRecord};
 use gitfleet::git::{Mirror, Pushed};
 
-use common::{TempDir, copy_tree, example_repo, free_port, git};
+use common::{GitDaemon, TempDir, copy_tree, example_repo, free_port, git};
 
 /// A bare remote whose `release` branch holds the example fleet repository.
 fn remote(root: &Path) -> std::path::PathBuf {
@@ -110,52 +110,13 @@ fn fifty_writers_over_file_url_all_land_in_a_linear_history() {
     writers_all_land(&format!("file://{}", bare.display()), root.path(), 50);
 }
 
-/// `git daemon` forks the real server: stop that one by the pid it wrote, then the parent.
-struct Daemon(Child, std::path::PathBuf);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.1) {
-            let _ = Command::new("kill").arg(pid.trim()).status();
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn fifty_writers_over_git_daemon_all_land_in_a_linear_history() {
     let root = TempDir::new("git-daemon");
     let bare = remote(root.path());
     git(&bare, &["config", "daemon.receivepack", "true"]);
-    let port = free_port();
-    let pid_file = root.path().join("daemon.pid");
-    let daemon = Daemon(
-        Command::new("git")
-            .args([
-                "daemon",
-                "--reuseaddr",
-                "--export-all",
-                "--enable=receive-pack",
-                "--listen=127.0.0.1",
-            ])
-            .arg(format!("--pid-file={}", pid_file.display()))
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", root.path().display()))
-            .arg(root.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("git daemon"),
-        pid_file,
-    );
-    let url = format!("git://127.0.0.1:{port}/fleet.git");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let daemon = GitDaemon::start(root.path());
+    let url = daemon.url("fleet.git");
     writers_all_land(&url, root.path(), 50);
     drop(daemon);
 }

@@ -107,3 +107,65 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A `git daemon` serving `root` on a loopback port, with pushes enabled.
+pub struct GitDaemon {
+    child: std::process::Child,
+    pid_file: PathBuf,
+    pub port: u16,
+}
+
+impl GitDaemon {
+    pub fn start(root: &Path) -> Self {
+        Self::start_on(root, free_port())
+    }
+
+    /// Starts on a given port (to bring a stopped remote back at the same URL).
+    pub fn start_on(root: &Path, port: u16) -> Self {
+        let pid_file = root.join(format!("daemon-{port}.pid"));
+        let child = std::process::Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--pid-file={}", pid_file.display()))
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", root.display()))
+            .arg(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        GitDaemon {
+            child,
+            pid_file,
+            port,
+        }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    /// `git daemon` forks the real server: stop that one by the pid it wrote, then the
+    /// parent.
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
