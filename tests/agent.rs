@@ -497,3 +497,65 @@ async fn a_record_the_remote_cannot_take_waits_in_the_outbox_and_is_delivered_la
         .remove_network(&format!("{}_default", fleet.project))
         .await;
 }
+
+#[tokio::test]
+async fn an_agent_killed_mid_converge_ends_converged_and_reported_when_started_again() {
+    let images = test_images();
+    let fleet = Fleet::new("kill9");
+    let engine = DockerEngine::connect().await.unwrap();
+    fleet.release(&images.healthy, &images.healthy, "First release");
+    assert_eq!(fleet.agent_once().0, Some(0));
+    let second = fleet.release(&images.healthy_v2, &images.healthy, "Second release");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args([
+            "agent",
+            "--once",
+            "--node",
+            "n1",
+            "--project",
+            &fleet.project,
+            "--repo",
+        ])
+        .arg(format!("file://{}", fleet.bare().display()))
+        .arg("--state-dir")
+        .arg(fleet.state())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !fleet
+        .try_record()
+        .is_some_and(|r| r.state == NodeState::Converging && r.release == second)
+    {
+        assert!(std::time::Instant::now() < deadline, "no converging claim");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(0), "{out}");
+    let record = fleet.record();
+    assert_eq!(
+        (record.state, record.release.as_str()),
+        (NodeState::Healthy, second.as_str())
+    );
+    let containers = observe(&engine, &fleet.project).await.unwrap();
+    assert_eq!(
+        containers.len(),
+        2,
+        "exactly one container per service: {containers:?}"
+    );
+    assert!(
+        containers.iter().all(|c| c.running && !c.is_previous()),
+        "{containers:?}"
+    );
+    for o in containers {
+        engine.remove(&o.id).await.unwrap();
+    }
+    let _ = engine
+        .client()
+        .remove_network(&format!("{}_default", fleet.project))
+        .await;
+}
