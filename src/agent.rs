@@ -343,7 +343,17 @@ impl Agent {
                 node,
                 release: commit.clone(),
             };
-            load_repo(&files, &vars).map_err(|diags| diags.to_string())
+            let repo = load_repo(&files, &vars).map_err(|diags| diags.to_string())?;
+            // Fail closed: a policy that demands signed releases is not satisfied by a
+            // gitfleet that cannot verify signatures yet.
+            if repo.policy.as_ref().is_some_and(|p| p.require_signed_commits) {
+                return Err(format!(
+                    "{} requires signed release commits, and this gitfleet cannot verify signatures yet; \
+                     set require_signed_commits = false (and protect the release branch on the Git host) or upgrade gitfleet",
+                    repo.fleet.policy_path.as_deref().unwrap_or("the policy")
+                ));
+            }
+            Ok(repo)
         })
         .await
         .map_err(|e| e.to_string())?

@@ -559,3 +559,51 @@ async fn an_agent_killed_mid_converge_ends_converged_and_reported_when_started_a
         .remove_network(&format!("{}_default", fleet.project))
         .await;
 }
+
+#[tokio::test]
+async fn a_policy_demanding_signatures_fails_closed_until_they_can_be_verified() {
+    let images = test_images();
+    let fleet = Fleet::new("signed");
+    fleet.release(&images.healthy, &images.healthy, "First release");
+    let work = fleet.work();
+    std::fs::create_dir_all(work.join("policies")).unwrap();
+    std::fs::write(
+        work.join("policies/production.toml"),
+        "[admission]\nrequire_signed_commits = true\nallowed_signers = \"allowed_signers\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.join("policies/allowed_signers"),
+        "ops@example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx0\n",
+    )
+    .unwrap();
+    let toml = std::fs::read_to_string(work.join("fleet.toml")).unwrap();
+    std::fs::write(
+        work.join("fleet.toml"),
+        toml.replace(
+            "compose = \"stack/compose.yaml\"",
+            "compose = \"stack/compose.yaml\"\npolicy = \"policies/production.toml\"",
+        ),
+    )
+    .unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "Require signatures"]);
+    git(
+        &work,
+        &["push", "-q", fleet.bare().to_str().unwrap(), "release"],
+    );
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(3), "{out}");
+    let record = fleet.record();
+    assert_eq!(record.state, NodeState::Rejected);
+    assert!(
+        record.message.contains("cannot verify signatures yet"),
+        "{}",
+        record.message
+    );
+    let engine = DockerEngine::connect().await.unwrap();
+    assert!(
+        observe(&engine, &fleet.project).await.unwrap().is_empty(),
+        "nothing was started"
+    );
+}
