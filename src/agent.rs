@@ -482,9 +482,15 @@ impl Agent {
 
     /// Reconciles until `shutdown` resolves. Between reconciles it sleeps until the
     /// decision's next look or the poll interval, and wakes at once when a container of
-    /// the project dies or is removed (drift, rule 8) or a signed webhook arrives.
+    /// the project dies or is removed (drift, rule 8), a signed webhook arrives, or (for
+    /// a `file://` remote) the release branch moves on disk.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let _watcher = watch_local_branch(
+            &self.settings.repo_url,
+            &self.settings.branch,
+            self.trigger.clone(),
+        );
         loop {
             let (next, project) = match self.reconcile().await {
                 Ok(r) => {
@@ -521,6 +527,42 @@ impl Agent {
             }
         }
     }
+}
+
+/// For a `file://` remote, watches its `refs/heads/<branch>` (and `packed-refs`) and
+/// wakes `wake` when they change. `None` for other remotes or when watching fails (the
+/// poll still runs).
+fn watch_local_branch(
+    url: &str,
+    branch: &str,
+    wake: Arc<Notify>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let root = PathBuf::from(url.strip_prefix("file://")?);
+    let git_dir = if root.join(".git").is_dir() {
+        root.join(".git")
+    } else {
+        root
+    };
+    let branch_ref = git_dir.join("refs/heads").join(branch);
+    let packed = git_dir.join("packed-refs");
+    let (watched_ref, watched_packed) = (branch_ref.clone(), packed.clone());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| {
+            e.paths
+                .iter()
+                .any(|p| p == &watched_ref || p == &watched_packed)
+        }) {
+            wake.notify_one();
+        }
+    })
+    .ok()?;
+    let dir = branch_ref.parent()?.to_path_buf();
+    watcher
+        .watch(&dir, notify::RecursiveMode::NonRecursive)
+        .ok()?;
+    let _ = watcher.watch(&git_dir, notify::RecursiveMode::NonRecursive);
+    Some(watcher)
 }
 
 /// Every local reference the release's images may be known by (registry and mirrors).

@@ -607,3 +607,55 @@ async fn a_policy_demanding_signatures_fails_closed_until_they_can_be_verified()
         "nothing was started"
     );
 }
+
+#[tokio::test]
+async fn a_merge_to_a_local_remote_is_noticed_without_waiting_for_the_poll() {
+    let images = test_images();
+    let fleet = Fleet::new("notify");
+    let engine = DockerEngine::connect().await.unwrap();
+    fleet.release(&images.healthy, &images.healthy, "First release");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args([
+            "agent",
+            "--interval",
+            "10m",
+            "--listen",
+            "none",
+            "--node",
+            "n1",
+            "--project",
+            &fleet.project,
+            "--repo",
+        ])
+        .arg(format!("file://{}", fleet.bare().display()))
+        .arg("--state-dir")
+        .arg(fleet.state())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |what: &str, ok: &dyn Fn(&StatusRecord) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !fleet.try_record().is_some_and(|r| ok(&r)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for("healthy", &|r| r.state == NodeState::Healthy);
+    let second = fleet.release(&images.healthy_v2, &images.healthy, "Second release");
+    wait_for("the second release", &|r| {
+        r.release == second && r.state == NodeState::Healthy
+    });
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    for o in observe(&engine, &fleet.project).await.unwrap() {
+        engine.remove(&o.id).await.unwrap();
+    }
+    let _ = engine
+        .client()
+        .remove_network(&format!("{}_default", fleet.project))
+        .await;
+}
