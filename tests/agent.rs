@@ -659,3 +659,14 @@ async fn a_merge_to_a_local_remote_is_noticed_without_waiting_for_the_poll() {
         .remove_network(&format!("{}_default", fleet.project))
         .await;
 }
+
+#[test]
+fn a_second_agent_on_the_same_state_directory_stops_with_a_clear_message() {
+    let fleet = Fleet::new("lock");
+    std::fs::create_dir_all(fleet.state()).unwrap();
+    let lock = std::fs::File::create(fleet.state().join("lock")).unwrap();
+    lock.try_lock().unwrap();
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("another gitfleet agent uses"), "{out}");
+}
