@@ -297,6 +297,10 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
     let fleet = Fleet::new("drift");
     let engine = DockerEngine::connect().await.unwrap();
     fleet.release(&images.healthy, &images.healthy, "First release");
+    // Over git:// so that only the webhook, not a watch on the repository's files,
+    // can tell the agent about the second release.
+    git(&fleet.bare(), &["config", "daemon.receivepack", "true"]);
+    let daemon = GitDaemon::start(fleet.root.path());
     let port = common::free_port();
     let secret_file = fleet.root.path().join("hook-secret");
     std::fs::write(&secret_file, "s3cret\n").unwrap();
@@ -311,7 +315,7 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
             &fleet.project,
             "--repo",
         ])
-        .arg(format!("file://{}", fleet.bare().display()))
+        .arg(daemon.url("fleet.git"))
         .arg("--state-dir")
         .arg(fleet.state())
         .args([
@@ -337,7 +341,9 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
     wait_for(
         "healthy",
         Box::new(|| {
-            std::panic::catch_unwind(|| fleet.record().state == NodeState::Healthy).unwrap_or(false)
+            fleet
+                .try_record()
+                .is_some_and(|r| r.state == NodeState::Healthy)
         }),
     );
     let before = ids(&engine, &fleet.project).await;
@@ -360,9 +366,8 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
         "the drift in the status",
         Box::new(|| {
             fleet
-                .record()
-                .message
-                .contains("drift repaired: `web` was removed")
+                .try_record()
+                .is_some_and(|r| r.message.contains("drift repaired: `web` was removed"))
         }),
     );
 
