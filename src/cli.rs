@@ -54,13 +54,14 @@ pub enum Command {
     Plan(PlanArgs),
 }
 
+/// Which fleet repository, branch and node, shared by `agent` and `plan`.
 #[derive(Debug, clap::Args)]
-pub struct PlanArgs {
+pub struct NodeRemoteArgs {
     /// The fleet repository (file://, git://).
     #[arg(long, value_name = "URL", env = "GITFLEET_REPO")]
     pub repo: String,
 
-    /// The node to plan for.
+    /// The node's id.
     #[arg(long, value_name = "ID", env = "GITFLEET_NODE")]
     pub node: String,
 
@@ -71,6 +72,12 @@ pub struct PlanArgs {
     /// The node's IANA timezone when fleet.toml gives none; default: TZ, else the host's.
     #[arg(long, value_name = "TZ", env = "GITFLEET_TIMEZONE")]
     pub timezone: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub remote: NodeRemoteArgs,
 
     /// A state directory to read the node's running and known-good image sets from
     /// (on the node itself); without it the node is assumed to run nothing yet.
@@ -80,17 +87,8 @@ pub struct PlanArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
-    /// The fleet repository (file://, git://).
-    #[arg(long, value_name = "URL", env = "GITFLEET_REPO")]
-    pub repo: String,
-
-    /// This node's id.
-    #[arg(long, value_name = "ID", env = "GITFLEET_NODE")]
-    pub node: String,
-
-    /// The branch nodes follow.
-    #[arg(long, default_value = "release", env = "GITFLEET_BRANCH")]
-    pub branch: String,
+    #[command(flatten)]
+    pub remote: NodeRemoteArgs,
 
     /// One full reconcile (including the health gate), then exit.
     #[arg(long)]
@@ -103,10 +101,6 @@ pub struct AgentArgs {
     /// How often to poll the repository (e.g. 60s, 5m).
     #[arg(long, default_value = "60s", env = "GITFLEET_INTERVAL")]
     pub interval: String,
-
-    /// The node's IANA timezone; default: TZ, else the host's.
-    #[arg(long, value_name = "TZ", env = "GITFLEET_TIMEZONE")]
-    pub timezone: Option<String>,
 
     /// Compose project name; default: fleet.name.
     #[arg(long, value_name = "NAME", env = "GITFLEET_PROJECT")]

@@ -140,6 +140,50 @@ impl Fleet {
         self.try_record().expect("n1 reported")
     }
 
+    /// Starts a long-running agent (not `--once`) with these extra flags.
+    fn spawn_agent(&self, repo_url: &str, extra: &[&str]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+            .args([
+                "agent",
+                "--node",
+                "n1",
+                "--project",
+                &self.project,
+                "--repo",
+                repo_url,
+            ])
+            .arg("--state-dir")
+            .arg(self.state())
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits (up to a minute) until n1's record satisfies `ok`.
+    fn wait_for_record(&self, what: &str, ok: impl Fn(&StatusRecord) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !self.try_record().is_some_and(|r| ok(&r)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Removes the project's containers and default network.
+    async fn cleanup(&self, engine: &DockerEngine) {
+        for o in observe(engine, &self.project).await.unwrap() {
+            engine.remove(&o.id).await.unwrap();
+        }
+        let _ = engine
+            .client()
+            .remove_network(&format!("{}_default", self.project))
+            .await;
+    }
+
     fn status_commits(&self) -> usize {
         git(&self.bare(), &["rev-list", "--count", "fleet-status"])
             .parse()
@@ -217,13 +261,7 @@ async fn a_release_converges_reports_healthy_then_rejects_and_fails_safely() {
         "the previous containers run again"
     );
 
-    for o in observe(&engine, &fleet.project).await.unwrap() {
-        engine.remove(&o.id).await.unwrap();
-    }
-    let _ = engine
-        .client()
-        .remove_network(&format!("{}_default", fleet.project))
-        .await;
+    fleet.cleanup(&engine).await;
 }
 
 #[tokio::test]
@@ -263,13 +301,7 @@ async fn older_pulled_images_are_pruned_and_the_previous_release_kept() {
         "the running images stay"
     );
 
-    for o in observe(&engine, &fleet.project).await.unwrap() {
-        engine.remove(&o.id).await.unwrap();
-    }
-    let _ = engine
-        .client()
-        .remove_network(&format!("{}_default", fleet.project))
-        .await;
+    fleet.cleanup(&engine).await;
 }
 
 /// POSTs `body` to the agent's /hook with `signature`; returns the HTTP status code.
@@ -304,52 +336,25 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
     let port = common::free_port();
     let secret_file = fleet.root.path().join("hook-secret");
     std::fs::write(&secret_file, "s3cret\n").unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
-        .args([
-            "agent",
+    let listen = format!("127.0.0.1:{port}");
+    let secret = secret_file.to_string_lossy().to_string();
+    let mut agent = fleet.spawn_agent(
+        &daemon.url("fleet.git"),
+        &[
             "--interval",
             "10m",
-            "--node",
-            "n1",
-            "--project",
-            &fleet.project,
-            "--repo",
-        ])
-        .arg(daemon.url("fleet.git"))
-        .arg("--state-dir")
-        .arg(fleet.state())
-        .args([
-            "--listen".to_string(),
-            format!("127.0.0.1:{port}"),
-            "--webhook-secret-file".to_string(),
-        ])
-        .arg(&secret_file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let wait_for = |what: &str, mut ok: Box<dyn FnMut() -> bool>| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !ok() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-    };
-    wait_for(
-        "healthy",
-        Box::new(|| {
-            fleet
-                .try_record()
-                .is_some_and(|r| r.state == NodeState::Healthy)
-        }),
+            "--listen",
+            &listen,
+            "--webhook-secret-file",
+            &secret,
+        ],
     );
+    fleet.wait_for_record("healthy", |r| r.state == NodeState::Healthy);
+
+    // A container removed by hand is put back at once.
     let before = ids(&engine, &fleet.project).await;
     let web = before.iter().find(|(s, _)| s == "web").unwrap().1.clone();
     engine.remove(&web).await.unwrap();
-
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let now = ids(&engine, &fleet.project).await;
@@ -362,14 +367,9 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    wait_for(
-        "the drift in the status",
-        Box::new(|| {
-            fleet
-                .try_record()
-                .is_some_and(|r| r.message.contains("drift repaired: `web` was removed"))
-        }),
-    );
+    fleet.wait_for_record("the drift in the status", |r| {
+        r.message.contains("drift repaired: `web` was removed")
+    });
 
     // A new release, announced by webhook: a bad signature is refused and fetches
     // nothing; a good one makes the agent fetch and converge at once (poll is 10m).
@@ -385,29 +385,21 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
     let mac = gitfleet::listener::hmac_sha256(b"s3cret", body.as_bytes());
     let signature = format!("sha256={}", gitfleet::config::fleet::hex(&mac));
     assert_eq!(post_hook(port, body, &signature), 202);
-    wait_for(
-        "the second release",
-        Box::new(|| {
-            fleet
-                .try_record()
-                .is_some_and(|r| r.release == second && r.state == NodeState::Healthy)
-        }),
-    );
+    fleet.wait_for_record("the second release", |r| {
+        r.release == second && r.state == NodeState::Healthy
+    });
 
     Command::new("kill")
         .arg("-TERM")
         .arg(agent.id().to_string())
         .status()
         .unwrap();
-    let status = agent.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "SIGTERM ends the agent cleanly");
-    for o in observe(&engine, &fleet.project).await.unwrap() {
-        engine.remove(&o.id).await.unwrap();
-    }
-    let _ = engine
-        .client()
-        .remove_network(&format!("{}_default", fleet.project))
-        .await;
+    assert_eq!(
+        agent.wait().unwrap().code(),
+        Some(0),
+        "SIGTERM ends the agent cleanly"
+    );
+    fleet.cleanup(&engine).await;
 }
 
 #[tokio::test]
@@ -418,35 +410,11 @@ async fn a_record_the_remote_cannot_take_waits_in_the_outbox_and_is_delivered_la
     git(&fleet.bare(), &["config", "daemon.receivepack", "true"]);
     let first = fleet.release(&images.healthy, &images.healthy, "First release");
     let daemon = GitDaemon::start(fleet.root.path());
-    let port = daemon.port;
-    let url = daemon.url("fleet.git");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
-        .args([
-            "agent",
-            "--once",
-            "--node",
-            "n1",
-            "--project",
-            &fleet.project,
-            "--repo",
-            &url,
-        ])
-        .arg("--state-dir")
-        .arg(fleet.state())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (port, url) = (daemon.port, daemon.url("fleet.git"));
+    let mut agent = fleet.spawn_agent(&url, &["--once"]);
     // The remote goes down while the node holds its gate, between the `converging`
     // claim and the `healthy` report.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !fleet
-        .try_record()
-        .is_some_and(|r| r.state == NodeState::Converging)
-    {
-        assert!(std::time::Instant::now() < deadline, "no converging claim");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    fleet.wait_for_record("the converging claim", |r| r.state == NodeState::Converging);
     drop(daemon);
     assert_eq!(agent.wait().unwrap().code(), Some(0));
     assert_eq!(
@@ -462,27 +430,8 @@ async fn a_record_the_remote_cannot_take_waits_in_the_outbox_and_is_delivered_la
     );
 
     let _daemon = GitDaemon::start_on(fleet.root.path(), port);
-    let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
-        .args([
-            "agent",
-            "--once",
-            "--node",
-            "n1",
-            "--project",
-            &fleet.project,
-            "--repo",
-            &url,
-        ])
-        .arg("--state-dir")
-        .arg(fleet.state())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut again = fleet.spawn_agent(&url, &["--once"]);
+    assert_eq!(again.wait().unwrap().code(), Some(0));
     let record = fleet.record();
     assert_eq!(
         (record.state, record.release.as_str()),
@@ -493,14 +442,7 @@ async fn a_record_the_remote_cannot_take_waits_in_the_outbox_and_is_delivered_la
         0,
         "the outbox is delivered"
     );
-
-    for o in observe(&engine, &fleet.project).await.unwrap() {
-        engine.remove(&o.id).await.unwrap();
-    }
-    let _ = engine
-        .client()
-        .remove_network(&format!("{}_default", fleet.project))
-        .await;
+    fleet.cleanup(&engine).await;
 }
 
 #[tokio::test]
@@ -511,31 +453,10 @@ async fn an_agent_killed_mid_converge_ends_converged_and_reported_when_started_a
     fleet.release(&images.healthy, &images.healthy, "First release");
     assert_eq!(fleet.agent_once().0, Some(0));
     let second = fleet.release(&images.healthy_v2, &images.healthy, "Second release");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
-        .args([
-            "agent",
-            "--once",
-            "--node",
-            "n1",
-            "--project",
-            &fleet.project,
-            "--repo",
-        ])
-        .arg(format!("file://{}", fleet.bare().display()))
-        .arg("--state-dir")
-        .arg(fleet.state())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !fleet
-        .try_record()
-        .is_some_and(|r| r.state == NodeState::Converging && r.release == second)
-    {
-        assert!(std::time::Instant::now() < deadline, "no converging claim");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut agent = fleet.spawn_agent(&format!("file://{}", fleet.bare().display()), &["--once"]);
+    fleet.wait_for_record("the converging claim", |r| {
+        r.state == NodeState::Converging && r.release == second
+    });
     agent.kill().unwrap();
     agent.wait().unwrap();
 
@@ -556,13 +477,7 @@ async fn an_agent_killed_mid_converge_ends_converged_and_reported_when_started_a
         containers.iter().all(|c| c.running && !c.is_previous()),
         "{containers:?}"
     );
-    for o in containers {
-        engine.remove(&o.id).await.unwrap();
-    }
-    let _ = engine
-        .client()
-        .remove_network(&format!("{}_default", fleet.project))
-        .await;
+    fleet.cleanup(&engine).await;
 }
 
 #[tokio::test]
@@ -619,50 +534,16 @@ async fn a_merge_to_a_local_remote_is_noticed_without_waiting_for_the_poll() {
     let fleet = Fleet::new("notify");
     let engine = DockerEngine::connect().await.unwrap();
     fleet.release(&images.healthy, &images.healthy, "First release");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
-        .args([
-            "agent",
-            "--interval",
-            "10m",
-            "--listen",
-            "none",
-            "--node",
-            "n1",
-            "--project",
-            &fleet.project,
-            "--repo",
-        ])
-        .arg(format!("file://{}", fleet.bare().display()))
-        .arg("--state-dir")
-        .arg(fleet.state())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let wait_for = |what: &str, ok: &dyn Fn(&StatusRecord) -> bool| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !fleet.try_record().is_some_and(|r| ok(&r)) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
-    wait_for("healthy", &|r| r.state == NodeState::Healthy);
+    let url = format!("file://{}", fleet.bare().display());
+    let mut agent = fleet.spawn_agent(&url, &["--interval", "10m", "--listen", "none"]);
+    fleet.wait_for_record("healthy", |r| r.state == NodeState::Healthy);
     let second = fleet.release(&images.healthy_v2, &images.healthy, "Second release");
-    wait_for("the second release", &|r| {
+    fleet.wait_for_record("the second release", |r| {
         r.release == second && r.state == NodeState::Healthy
     });
     agent.kill().unwrap();
     agent.wait().unwrap();
-    for o in observe(&engine, &fleet.project).await.unwrap() {
-        engine.remove(&o.id).await.unwrap();
-    }
-    let _ = engine
-        .client()
-        .remove_network(&format!("{}_default", fleet.project))
-        .await;
+    fleet.cleanup(&engine).await;
 }
 
 #[test]

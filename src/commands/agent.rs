@@ -59,22 +59,22 @@ pub(crate) fn timezone(flag: Option<&str>) -> Result<Tz, String> {
 }
 
 fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
-    if !is_node_id(&args.node) {
+    if !is_node_id(&args.remote.node) {
         return Err(usage(format!(
             "--node `{}` is not a valid node id (letters, digits, `-`, `_`, `.`)",
-            args.node
+            args.remote.node
         )));
     }
     let interval = parse_duration(&args.interval)
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| usage(format!("--interval `{}`: {DURATION_HELP}", args.interval)))?;
-    let timezone = timezone(args.timezone.as_deref()).map_err(usage)?;
+    let timezone = timezone(args.remote.timezone.as_deref()).map_err(usage)?;
     let _lock = StateLock::acquire(&args.state_dir).map_err(usage)?;
     let settings = Settings {
-        repo_url: args.repo.clone(),
-        node: NodeId(args.node.clone()),
-        branch: args.branch.clone(),
+        repo_url: args.remote.repo.clone(),
+        node: NodeId(args.remote.node.clone()),
+        branch: args.remote.branch.clone(),
         state_dir: args.state_dir.clone(),
         project: args.project.clone(),
         timezone,
@@ -110,7 +110,7 @@ fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
         }
         match agent.reconcile().await {
             Ok(r) => {
-                println!("{}: {} ({})", args.node, r.state, r.message);
+                println!("{}: {} ({})", args.remote.node, r.state, r.message);
                 Ok(match r.state {
                     NodeState::Failed | NodeState::RolledBack => exit::FAILED,
                     NodeState::Rejected => exit::REJECTED,

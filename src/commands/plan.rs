@@ -25,14 +25,14 @@ fn fail(message: impl std::fmt::Display) -> u8 {
 }
 
 fn plan(args: &PlanArgs) -> Result<u8, u8> {
-    let node = NodeId(args.node.clone());
-    let fallback_tz = timezone(args.timezone.as_deref()).map_err(fail)?;
+    let node = NodeId(args.remote.node.clone());
+    let fallback_tz = timezone(args.remote.timezone.as_deref()).map_err(fail)?;
     let scratch = std::env::temp_dir().join(format!("gitfleet-plan-{}", std::process::id()));
     let mirror_dir = match &args.state_dir {
         Some(dir) => dir.join("mirror.git"),
         None => scratch.clone(),
     };
-    let mirror = Mirror::open(&mirror_dir, &args.repo).map_err(fail)?;
+    let mirror = Mirror::open(&mirror_dir, &args.remote.repo).map_err(fail)?;
     let result = plan_with(args, &node, fallback_tz, &mirror);
     let _ = std::fs::remove_dir_all(&scratch);
     result
@@ -44,13 +44,16 @@ fn plan_with(
     fallback_tz: chrono_tz::Tz,
     mirror: &Mirror,
 ) -> Result<u8, u8> {
-    mirror.fetch(&[&args.branch]).map_err(fail)?;
-    let tip = mirror.tip(&args.branch).map_err(fail)?.ok_or_else(|| {
-        fail(format!(
-            "branch `{}` does not exist in {}",
-            args.branch, args.repo
-        ))
-    })?;
+    mirror.fetch(&[&args.remote.branch]).map_err(fail)?;
+    let tip = mirror
+        .tip(&args.remote.branch)
+        .map_err(fail)?
+        .ok_or_else(|| {
+            fail(format!(
+                "branch `{}` does not exist in {}",
+                args.remote.branch, args.remote.repo
+            ))
+        })?;
     let files = mirror.files(&tip).map_err(fail)?;
     let vars = Interpolation {
         env: std::env::vars().collect(),
