@@ -140,25 +140,27 @@ impl Fleet {
         self.try_record().expect("n1 reported")
     }
 
-    /// Starts a long-running agent (not `--once`) with these extra flags.
-    fn spawn_agent(&self, repo_url: &str, extra: &[&str]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_gitfleet"))
-            .args([
-                "agent",
-                "--node",
-                "n1",
-                "--project",
-                &self.project,
-                "--repo",
-                repo_url,
-            ])
-            .arg("--state-dir")
-            .arg(self.state())
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+    /// Starts an agent in the background with these extra flags.
+    fn spawn_agent(&self, repo_url: &str, extra: &[&str]) -> AgentProcess {
+        AgentProcess(
+            Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+                .args([
+                    "agent",
+                    "--node",
+                    "n1",
+                    "--project",
+                    &self.project,
+                    "--repo",
+                    repo_url,
+                ])
+                .arg("--state-dir")
+                .arg(self.state())
+                .args(extra)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     }
 
     /// Waits (up to a minute) until n1's record satisfies `ok`.
@@ -188,6 +190,40 @@ impl Fleet {
         git(&self.bare(), &["rev-list", "--count", "fleet-status"])
             .parse()
             .unwrap()
+    }
+}
+
+/// An agent process that is killed if a test ends (or panics) while it still runs.
+struct AgentProcess(std::process::Child);
+
+impl AgentProcess {
+    fn wait(&mut self) -> Option<i32> {
+        self.0.wait().unwrap().code()
+    }
+
+    /// SIGTERM, then the exit code.
+    fn terminate(&mut self) -> Option<i32> {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        self.wait()
+    }
+
+    /// SIGKILL, as a crash would stop it.
+    fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -389,16 +425,7 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
         r.release == second && r.state == NodeState::Healthy
     });
 
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(agent.id().to_string())
-        .status()
-        .unwrap();
-    assert_eq!(
-        agent.wait().unwrap().code(),
-        Some(0),
-        "SIGTERM ends the agent cleanly"
-    );
+    assert_eq!(agent.terminate(), Some(0), "SIGTERM ends the agent cleanly");
     fleet.cleanup(&engine).await;
 }
 
@@ -416,7 +443,7 @@ async fn a_record_the_remote_cannot_take_waits_in_the_outbox_and_is_delivered_la
     // claim and the `healthy` report.
     fleet.wait_for_record("the converging claim", |r| r.state == NodeState::Converging);
     drop(daemon);
-    assert_eq!(agent.wait().unwrap().code(), Some(0));
+    assert_eq!(agent.wait(), Some(0));
     assert_eq!(
         fleet.record().state,
         NodeState::Converging,
@@ -431,7 +458,7 @@ async fn a_record_the_remote_cannot_take_waits_in_the_outbox_and_is_delivered_la
 
     let _daemon = GitDaemon::start_on(fleet.root.path(), port);
     let mut again = fleet.spawn_agent(&url, &["--once"]);
-    assert_eq!(again.wait().unwrap().code(), Some(0));
+    assert_eq!(again.wait(), Some(0));
     let record = fleet.record();
     assert_eq!(
         (record.state, record.release.as_str()),
@@ -457,8 +484,7 @@ async fn an_agent_killed_mid_converge_ends_converged_and_reported_when_started_a
     fleet.wait_for_record("the converging claim", |r| {
         r.state == NodeState::Converging && r.release == second
     });
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    agent.kill();
 
     let (code, out) = fleet.agent_once();
     assert_eq!(code, Some(0), "{out}");
@@ -541,8 +567,7 @@ async fn a_merge_to_a_local_remote_is_noticed_without_waiting_for_the_poll() {
     fleet.wait_for_record("the second release", |r| {
         r.release == second && r.state == NodeState::Healthy
     });
-    agent.kill().unwrap();
-    agent.wait().unwrap();
+    agent.kill();
     fleet.cleanup(&engine).await;
 }
 
