@@ -26,14 +26,14 @@ impl Node {
         }
     }
 
-    fn release(&self, web: &str, api: &str) {
+    fn release(&self, web: &str, api: &str, order: &str) {
         let dir = self.repo.path();
         std::fs::create_dir_all(dir.join("stack")).unwrap();
         std::fs::write(
             dir.join("fleet.toml"),
             format!(
                 "version = 1\n[fleet]\nname = \"{}\"\ncompose = \"stack/compose.yaml\"\n[images]\nweb = \"{web}\"\napi = \"{api}\"\n\
-                 [rollout]\nmonitor = \"2s\"\nhealth_timeout = \"20s\"\n",
+                 [rollout]\nmonitor = \"2s\"\nhealth_timeout = \"20s\"\norder = \"{order}\"\n",
                 self.project
             ),
         )
@@ -99,16 +99,16 @@ async fn cleanup(engine: &DockerEngine, project: &str) {
         .await;
 }
 
-async fn killed_at(failpoint: &str) {
+async fn killed_at(failpoint: &str, order: &str) {
     let images = test_images();
     let node = Node::new(failpoint);
     let engine = DockerEngine::connect().await.unwrap();
     cleanup(&engine, &node.project).await;
-    node.release(&images.healthy, &images.healthy);
+    node.release(&images.healthy, &images.healthy, order);
     let (code, out) = node.apply(None);
     assert_eq!(code, Some(0), "{out}");
 
-    node.release(&images.healthy_v2, &images.healthy);
+    node.release(&images.healthy_v2, &images.healthy, order);
     let (code, out) = node.apply(Some(failpoint));
     assert_eq!(
         code, None,
@@ -132,33 +132,43 @@ async fn killed_at(failpoint: &str) {
 }
 
 #[tokio::test]
+async fn killed_after_start_first_announced_the_new_container() {
+    killed_at("after-announce-new", "start-first").await;
+}
+
+#[tokio::test]
+async fn killed_after_start_first_gave_the_new_container_the_name() {
+    killed_at("after-take-over", "start-first").await;
+}
+
+#[tokio::test]
 async fn killed_after_pull() {
-    killed_at("after-pull").await;
+    killed_at("after-pull", "stop-first").await;
 }
 
 #[tokio::test]
 async fn killed_after_stop_old() {
-    killed_at("after-stop-old").await;
+    killed_at("after-stop-old", "stop-first").await;
 }
 
 #[tokio::test]
 async fn killed_after_rename_old() {
-    killed_at("after-rename-old").await;
+    killed_at("after-rename-old", "stop-first").await;
 }
 
 #[tokio::test]
 async fn killed_after_create_new() {
-    killed_at("after-create-new").await;
+    killed_at("after-create-new", "stop-first").await;
 }
 
 #[tokio::test]
 async fn killed_after_start_new() {
-    killed_at("after-start-new").await;
+    killed_at("after-start-new", "stop-first").await;
 }
 
 #[tokio::test]
 async fn killed_during_monitor() {
-    killed_at("during-monitor").await;
+    killed_at("during-monitor", "stop-first").await;
 }
 
 #[tokio::test]
@@ -167,10 +177,10 @@ async fn killed_after_restore_then_the_bad_release_is_restored_again() {
     let node = Node::new("after-restore");
     let engine = DockerEngine::connect().await.unwrap();
     cleanup(&engine, &node.project).await;
-    node.release(&images.healthy, &images.healthy);
+    node.release(&images.healthy, &images.healthy, "stop-first");
     assert_eq!(node.apply(None).0, Some(0));
 
-    node.release(&images.unhealthy, &images.healthy);
+    node.release(&images.unhealthy, &images.healthy, "stop-first");
     let (code, out) = node.apply(Some("after-restore"));
     assert_eq!(code, None, "{out}");
     let (code, out) = node.apply(None);
@@ -196,7 +206,7 @@ async fn applying_twice_changes_nothing() {
     let node = Node::new("twice");
     let engine = DockerEngine::connect().await.unwrap();
     cleanup(&engine, &node.project).await;
-    node.release(&images.healthy, &images.healthy);
+    node.release(&images.healthy, &images.healthy, "stop-first");
     assert_eq!(node.apply(None).0, Some(0));
     let before = containers(&engine, &node.project).await;
     let (code, out) = node.apply(None);

@@ -402,3 +402,165 @@ async fn a_down_registry_falls_back_to_its_mirror() {
         format!("{registry}/gitfleet-test/healthy@sha256:{digest}")
     );
 }
+
+/// A stack whose `client` resolves `web` by its service name and fetches it every 50 ms,
+/// printing the page, or `FAIL` when the request fails. (busybox's own `nslookup`: the
+/// static busybox's `wget` cannot resolve names itself, and its `-T` crashes.)
+fn web_and_client(images: &common::TestImages, web_image: &str) -> String {
+    format!(
+        r#"services:
+  web:
+    image: {web_image}
+    init: true
+  client:
+    image: {client}
+    init: true
+    healthcheck:
+      disable: true
+    depends_on:
+      web: {{condition: service_healthy}}
+    command:
+      - sh
+      - -c
+      - |
+        while true; do
+          ip=$$(nslookup web | awk '/^Address: [0-9.]+$$/ {{print $$2; exit}}')
+          timeout 3 wget -q -O - "http://$$ip:8080/" || echo "FAIL ($$ip)"
+          sleep 0.05
+        done
+"#,
+        client = images.healthy
+    )
+}
+
+async fn client_log(p: &Project) -> String {
+    use futures_util::TryStreamExt;
+    let options = bollard::query_parameters::LogsOptions {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    p.engine
+        .client()
+        .logs(&format!("{}-client-1", p.name), Some(options))
+        .map_ok(|chunk| chunk.to_string())
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .concat()
+}
+
+#[tokio::test]
+async fn start_first_keeps_the_service_reachable_during_the_swap() {
+    let images = test_images();
+    let p = Project::new("startfirst").await;
+    let v1 = web_and_client(&images, &images.healthy);
+    let (spec, applied) = p.converge(&v1, UpdateOrder::StartFirst).await.unwrap();
+    assert_eq!(p.gate(&spec, &BTreeMap::new()).await, GateVerdict::Passed);
+    converge::commit(&p.engine, &applied).await.unwrap();
+    let before = p.ids().await;
+
+    let v2 = web_and_client(&images, &images.healthy_v2);
+    let (spec, applied) = p.converge(&v2, UpdateOrder::StartFirst).await.unwrap();
+    // The old container is kept, stopped, for a restore; the client was not touched.
+    let swap = &applied.swaps[0];
+    assert_eq!(
+        (swap.service.as_str(), swap.previous.as_deref()),
+        ("web", Some(before["web"].as_str()))
+    );
+    let old = p.engine.inspect(&before["web"]).await.unwrap();
+    assert_eq!(old.state.unwrap().running, Some(false));
+    assert_eq!(p.ids().await["client"], before["client"]);
+    assert_eq!(p.gate(&spec, &BTreeMap::new()).await, GateVerdict::Passed);
+    converge::commit(&p.engine, &applied).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let log = client_log(&p).await;
+    let v1_hits = log.matches("healthy v1").count();
+    let v2_hits = log.matches("healthy v2").count();
+    assert!(
+        !log.contains("FAIL") && !log.contains("refused"),
+        "the client saw a failure during the swap:\n{log}"
+    );
+    assert!(
+        v1_hits > 5 && v2_hits > 5,
+        "v1 {v1_hits}, v2 {v2_hits}:\n{log}"
+    );
+    let last = log.lines().rev().find(|l| l.contains("healthy v")).unwrap();
+    assert!(
+        last.contains("v2"),
+        "after the swap only v2 answers: {last}"
+    );
+    p.cleanup().await;
+}
+
+#[tokio::test]
+async fn start_first_leaves_the_old_container_serving_when_the_new_one_fails() {
+    let images = test_images();
+    let p = Project::new("startfirst-fail").await;
+    let (spec, applied) = p
+        .converge(
+            &web_and_client(&images, &images.healthy),
+            UpdateOrder::StartFirst,
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.gate(&spec, &BTreeMap::new()).await, GateVerdict::Passed);
+    converge::commit(&p.engine, &applied).await.unwrap();
+    let before = p.ids().await;
+
+    // Never healthy: the converge fails before the old container is touched.
+    let error = p
+        .converge(
+            &web_and_client(&images, &images.unhealthy),
+            UpdateOrder::StartFirst,
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("`web`"), "{error}");
+    assert_eq!(p.ids().await, before);
+    let all = converge::observe(&p.engine, &p.name).await.unwrap();
+    assert_eq!(all.len(), 2, "no container left behind: {all:?}");
+
+    // Healthy, then the gate fails: restore puts the old container back on its network.
+    let (spec, applied) = p
+        .converge(
+            &web_and_client(&images, &images.healthy_v2),
+            UpdateOrder::StartFirst,
+        )
+        .await
+        .unwrap();
+    let failing = BTreeMap::from([(
+        "web".to_string(),
+        vec![Probe::Command(vec!["false".into()])],
+    )]);
+    assert!(matches!(
+        p.gate(&spec, &failing).await,
+        GateVerdict::Failed { .. }
+    ));
+    converge::restore(&p.engine, &applied).await.unwrap();
+    assert_eq!(p.ids().await, before);
+    let networks = p
+        .engine
+        .inspect(&before["web"])
+        .await
+        .unwrap()
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default();
+    let aliases = networks[&format!("{}_default", p.name)].aliases.clone();
+    assert!(
+        aliases.unwrap_or_default().contains(&"web".to_string()),
+        "the restored container answers to `web` again"
+    );
+    // A request in flight to the removed container times out after 3 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log = client_log(&p).await;
+    let last = log.lines().rev().find(|l| l.contains("healthy v")).unwrap();
+    let tail: Vec<&str> = log.lines().rev().take(8).collect();
+    assert!(
+        last.contains("v1"),
+        "after the restore v1 answers: {tail:?}"
+    );
+    p.cleanup().await;
+}

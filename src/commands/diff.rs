@@ -2,6 +2,7 @@
 
 use super::{exit, load_node_stack, runtime};
 use crate::cli::NodeStackArgs;
+use crate::config::fleet::UpdateOrder;
 use crate::engine::converge::observe;
 use crate::engine::docker::DockerEngine;
 use crate::engine::plan::{Change, ServiceAction, plan};
@@ -55,6 +56,17 @@ fn diff(args: &NodeStackArgs) -> Result<u8, u8> {
             ),
         };
         println!("  {service:width$}  {verb:8}  {why}");
+        let start_first = repo.fleet.rollout.order == UpdateOrder::StartFirst;
+        if let (true, ServiceAction::Recreate { .. }, Some(blocker)) = (
+            start_first,
+            action,
+            spec.services[service].start_first_blocker(),
+        ) {
+            println!(
+                "  {:width$}  {:8}  stop-first, not start-first: {blocker}",
+                "", ""
+            );
+        }
     }
     for orphan in &plan.orphans {
         println!(

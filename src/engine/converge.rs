@@ -6,31 +6,40 @@
 //! stopped and renamed `<name>-gitfleet-previous`, not removed, until the gate passes, so
 //! a restore is a rename and a start. Services are started level by level in
 //! `depends_on` order; the services of one level in parallel.
+//!
+//! start-first replaces a service without a moment where its name resolves to nothing
+//! or to a container that refuses: the new container starts as `<name>-gitfleet-next`
+//! without the service's network aliases; once it is healthy (or running, without a
+//! healthcheck) it joins its networks with the aliases, the old container leaves every
+//! network (so DNS stops offering it), and only then is the old one stopped.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bollard::models::{ContainerStateStatusEnum, HealthStatusEnum};
+use bollard::models::{ContainerStateStatusEnum, EndpointSettings, HealthStatusEnum};
 use futures_util::future::join_all;
 
 use super::docker::{DockerEngine, EngineError};
 use super::failpoint;
-use super::plan::{Observed, PREVIOUS_SUFFIX, Plan, ServiceAction, plan};
+use super::plan::{NEXT_SUFFIX, Observed, PREVIOUS_SUFFIX, Plan, ServiceAction, plan};
 use super::spec::{Condition, ProjectSpec, ServiceSpec, start_order};
 use crate::config::fleet::{ImageSet, UpdateOrder};
 
 /// A service whose container converge replaced or created.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Swap {
     pub service: String,
     pub container_name: String,
     /// The container kept for restore (renamed), if the service had one.
     pub previous: Option<String>,
     pub new: String,
+    /// The networks the previous container joins again on restore, should start-first
+    /// have taken it off all of them.
+    pub rejoin: Vec<(String, EndpointSettings)>,
 }
 
 /// What a converge did: enough to undo it (restore) or finish it (commit).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Applied {
     pub swaps: Vec<Swap>,
     /// Removed on commit: containers of services that left the stack, and previous
@@ -197,25 +206,49 @@ fn recovered_swaps(spec: &ProjectSpec, plan: &Plan, observed: &[Observed]) -> Ve
                 container_name: service.container_name.clone(),
                 previous: Some(previous.id.clone()),
                 new: current.clone(),
+                rejoin: service.networks(),
             })
         })
         .collect()
 }
 
-/// A crash between renaming a container away and creating its replacement leaves a
-/// service with only its previous container: give it its name back, so nothing is lost.
+/// Finishes or undoes what an interrupted converge left between two names, so nothing
+/// is lost and every service has its container under its own name again:
+/// - a start-first replacement (`-gitfleet-next`) beside the service's container never
+///   took over: it is removed; without one, it was taking over: it gets the name;
+/// - a previous container without a current one (a crash between renaming it away and
+///   creating its replacement) gets its name back, and its networks if it had left them.
 async fn heal_interrupted_swaps(
     engine: &DockerEngine,
     spec: &ProjectSpec,
     observed: Vec<Observed>,
 ) -> Result<Vec<Observed>, EngineError> {
     let mut healed = false;
-    for previous in observed.iter().filter(|o| o.is_previous()) {
-        let has_current = observed
+    let current = |observed: &[Observed], service: &str| {
+        observed
             .iter()
-            .any(|o| !o.is_previous() && o.service == previous.service);
-        if let (false, Some(service)) = (has_current, spec.services.get(&previous.service)) {
+            .any(|o| !o.is_previous() && !o.is_next() && o.service == service)
+    };
+    for next in observed.iter().filter(|o| o.is_next()) {
+        match spec.services.get(&next.service) {
+            Some(service) if !current(&observed, &next.service) => {
+                engine.rename(&next.id, &service.container_name).await?;
+            }
+            _ => engine.remove(&next.id).await?,
+        }
+        healed = true;
+    }
+    for previous in observed.iter().filter(|o| o.is_previous()) {
+        let taken_over = observed
+            .iter()
+            .any(|o| o.is_next() && o.service == previous.service);
+        if let (false, false, Some(service)) = (
+            current(&observed, &previous.service),
+            taken_over,
+            spec.services.get(&previous.service),
+        ) {
             engine.rename(&previous.id, &service.container_name).await?;
+            rejoin(engine, &previous.id, &service.networks()).await?;
             healed = true;
         }
     }
@@ -248,77 +281,224 @@ async fn apply(
         ServiceAction::Keep { .. } => Ok(None),
         ServiceAction::Start { id } => engine.start(&id).await.map(|()| None),
         ServiceAction::Create => {
-            let new = create(engine, service, options).await?;
+            let new = create(engine, service, options, Announce::Now).await?;
             engine.start(&new).await?;
             Ok(Some(Swap {
                 service: service.service.clone(),
                 container_name: service.container_name.clone(),
                 previous: kept_previous,
                 new,
+                rejoin: Vec::new(),
             }))
         }
         ServiceAction::Recreate { old, .. } => {
             // An older previous container is the last known-good one: keep it, and drop
             // the unverified container instead of keeping it as previous.
             let previous = kept_previous.unwrap_or_else(|| old.clone());
-            let set_aside = |engine: &DockerEngine| {
-                let (old, previous, previous_name) =
-                    (old.clone(), previous.clone(), previous_name.clone());
-                let engine = engine.clone();
-                async move {
-                    if previous == old {
-                        engine.rename(&old, &previous_name).await
-                    } else {
-                        engine.remove(&old).await
-                    }
-                }
+            let replace = Replace {
+                service,
+                old: &old,
+                keep_old: previous == old,
+                previous_name: &previous_name,
             };
-            let new = match options.order {
-                UpdateOrder::StopFirst => {
-                    engine.stop(&old, service.stop_timeout).await?;
-                    failpoint("after-stop-old");
-                    set_aside(engine).await?;
-                    failpoint("after-rename-old");
-                    let new = create(engine, service, options).await?;
-                    failpoint("after-create-new");
-                    engine.start(&new).await?;
-                    failpoint("after-start-new");
-                    new
-                }
-                UpdateOrder::StartFirst => {
-                    set_aside(engine).await?;
-                    let new = create(engine, service, options).await?;
-                    engine.start(&new).await?;
-                    if previous == old {
-                        engine.stop(&old, service.stop_timeout).await?;
-                    }
-                    new
-                }
+            let start_first =
+                options.order == UpdateOrder::StartFirst && service.start_first_blocker().is_none();
+            let (new, rejoin) = if start_first {
+                replace.start_first(engine, options).await?
+            } else {
+                (replace.stop_first(engine, options).await?, Vec::new())
             };
             Ok(Some(Swap {
                 service: service.service.clone(),
                 container_name: service.container_name.clone(),
                 previous: Some(previous),
                 new,
+                rejoin,
             }))
         }
     }
+}
+
+/// One container replaced by a new one for `service`.
+struct Replace<'a> {
+    service: &'a ServiceSpec,
+    old: &'a str,
+    /// Whether `old` becomes the previous container (else it is dropped: an older
+    /// previous container is the known-good one).
+    keep_old: bool,
+    previous_name: &'a str,
+}
+
+impl Replace<'_> {
+    /// Renames the old container away (kept for restore) or removes it.
+    async fn set_aside(&self, engine: &DockerEngine) -> Result<(), EngineError> {
+        if self.keep_old {
+            engine.rename(self.old, self.previous_name).await
+        } else {
+            engine.remove(self.old).await
+        }
+    }
+
+    async fn stop_first(
+        &self,
+        engine: &DockerEngine,
+        options: &ConvergeOptions<'_>,
+    ) -> Result<String, EngineError> {
+        engine.stop(self.old, self.service.stop_timeout).await?;
+        failpoint("after-stop-old");
+        self.set_aside(engine).await?;
+        failpoint("after-rename-old");
+        let new = create(engine, self.service, options, Announce::Now).await?;
+        failpoint("after-create-new");
+        engine.start(&new).await?;
+        failpoint("after-start-new");
+        Ok(new)
+    }
+
+    /// See the module's doc. Returns the new container and the networks the old one left.
+    async fn start_first(
+        &self,
+        engine: &DockerEngine,
+        options: &ConvergeOptions<'_>,
+    ) -> Result<(String, Vec<(String, EndpointSettings)>), EngineError> {
+        let service = self.service;
+        let new = create(engine, service, options, Announce::WhenReady).await?;
+        let ready = async {
+            engine.start(&new).await?;
+            wait_ready(engine, service, &new, options.dependency_timeout).await?;
+            for (network, endpoint) in service.networks() {
+                engine.disconnect_network(&network, &new).await?;
+                engine.connect_network(&network, &new, endpoint).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = ready {
+            // The old container never stopped serving: drop the new one, change nothing.
+            engine.remove(&new).await?;
+            return Err(error);
+        }
+        failpoint("after-announce-new");
+        let networks = engine
+            .inspect(self.old)
+            .await?
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default();
+        self.set_aside(engine).await?;
+        engine.rename(&new, &service.container_name).await?;
+        failpoint("after-take-over");
+        let mut left = Vec::new();
+        if self.keep_old {
+            for (network, endpoint) in networks {
+                engine.disconnect_network(&network, self.old).await?;
+                left.push((network, rejoin_settings(endpoint)));
+            }
+            engine.stop(self.old, service.stop_timeout).await?;
+        }
+        Ok((new, left))
+    }
+}
+
+/// Whether a new container is reachable under the service's aliases from its start, or
+/// only once start-first has seen it ready.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    Now,
+    WhenReady,
+}
+
+/// What of an endpoint is configuration (aliases, fixed addresses, links), not the
+/// engine's runtime state, so that joining the network again recreates it.
+fn rejoin_settings(endpoint: EndpointSettings) -> EndpointSettings {
+    EndpointSettings {
+        aliases: endpoint.aliases,
+        ipam_config: endpoint.ipam_config,
+        links: endpoint.links,
+        driver_opts: endpoint.driver_opts,
+        ..Default::default()
+    }
+}
+
+/// Joins `networks` again if the container is on none of its networks (start-first took
+/// it off them); a container still on its networks is left as it is.
+async fn rejoin(
+    engine: &DockerEngine,
+    id: &str,
+    networks: &[(String, EndpointSettings)],
+) -> Result<(), EngineError> {
+    let joined = engine
+        .inspect(id)
+        .await?
+        .network_settings
+        .and_then(|n| n.networks)
+        .is_some_and(|n| !n.is_empty());
+    if !joined {
+        for (network, endpoint) in networks {
+            engine
+                .connect_network(network, id, endpoint.clone())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until a started container is healthy, or running when it has no healthcheck.
+async fn wait_ready(
+    engine: &DockerEngine,
+    service: &ServiceSpec,
+    id: &str,
+    timeout: Duration,
+) -> Result<(), EngineError> {
+    let has_healthcheck = engine
+        .inspect(id)
+        .await?
+        .state
+        .and_then(|s| s.health)
+        .and_then(|h| h.status)
+        .is_some_and(|s| s != HealthStatusEnum::NONE && s != HealthStatusEnum::EMPTY);
+    let condition = if has_healthcheck {
+        Condition::Healthy
+    } else {
+        Condition::Started
+    };
+    wait_until(engine, &service.service, id.to_string(), condition, timeout).await
 }
 
 async fn create(
     engine: &DockerEngine,
     service: &ServiceSpec,
     options: &ConvergeOptions<'_>,
+    announce: Announce,
 ) -> Result<String, EngineError> {
     let mut body = service.create.clone();
     if let Some(local) = options.local_images.get(&service.service) {
         body.image = Some(local.clone());
     }
-    let id = engine.create(&service.container_name, body).await?;
+    let unannounced = |endpoint: &EndpointSettings| EndpointSettings {
+        aliases: None,
+        ..endpoint.clone()
+    };
+    let name = match announce {
+        Announce::Now => service.container_name.clone(),
+        Announce::WhenReady => {
+            let endpoints = body
+                .networking_config
+                .as_mut()
+                .and_then(|n| n.endpoints_config.as_mut());
+            for endpoint in endpoints.into_iter().flat_map(|e| e.values_mut()) {
+                *endpoint = unannounced(endpoint);
+            }
+            format!("{}{NEXT_SUFFIX}", service.container_name)
+        }
+    };
+    let id = engine.create(&name, body).await?;
     for (network, endpoint) in &service.extra_networks {
-        engine
-            .connect_network(network, &id, endpoint.clone())
-            .await?;
+        let endpoint = match announce {
+            Announce::Now => endpoint.clone(),
+            Announce::WhenReady => unannounced(endpoint),
+        };
+        engine.connect_network(network, &id, endpoint).await?;
     }
     Ok(id)
 }
@@ -425,6 +605,7 @@ pub async fn restore(engine: &DockerEngine, applied: &Applied) -> Result<(), Eng
         engine.remove(&swap.new).await?;
         if let Some(previous) = &swap.previous {
             engine.rename(previous, &swap.container_name).await?;
+            rejoin(engine, previous, &swap.rejoin).await?;
             engine.start(previous).await?;
         }
     }

@@ -9,7 +9,8 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EndpointSettings,
-    EventMessage, NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest,
+    EventMessage, NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
@@ -187,6 +188,18 @@ impl DockerEngine {
             .connect_network(network, request)
             .await
             .map_err(api(format!("connect {id} to network {network}")))
+    }
+
+    /// Takes the container off `network`, so the network's DNS stops offering it.
+    pub async fn disconnect_network(&self, network: &str, id: &str) -> Result<(), EngineError> {
+        let request = NetworkDisconnectRequest {
+            container: id.to_string(),
+            force: Some(true),
+        };
+        self.client
+            .disconnect_network(network, request)
+            .await
+            .map_err(api(format!("disconnect {id} from network {network}")))
     }
 
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {

@@ -11,6 +11,10 @@ use super::spec::{CONFIG_HASH_LABEL, ONEOFF_LABEL, ProjectSpec, SERVICE_LABEL};
 /// that restoring it is a rename and a start, not a pull and a create.
 pub const PREVIOUS_SUFFIX: &str = "-gitfleet-previous";
 
+/// Suffix of the name a start-first replacement runs under until it is ready and takes
+/// over the service's name and aliases.
+pub const NEXT_SUFFIX: &str = "-gitfleet-next";
+
 /// A container of the project, as listed by the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
@@ -48,6 +52,11 @@ impl Observed {
     /// A replaced container kept for restore.
     pub fn is_previous(&self) -> bool {
         self.name.ends_with(PREVIOUS_SUFFIX)
+    }
+
+    /// A start-first replacement that had not yet taken over when its converge stopped.
+    pub fn is_next(&self) -> bool {
+        self.name.ends_with(NEXT_SUFFIX)
     }
 }
 
@@ -103,7 +112,7 @@ pub fn plan(spec: &ProjectSpec, observed: &[Observed]) -> Plan {
     for (name, service) in &spec.services {
         let current = observed
             .iter()
-            .filter(|o| !o.is_previous() && &o.service == name)
+            .filter(|o| !o.is_previous() && !o.is_next() && &o.service == name)
             .min_by_key(|o| o.name != service.container_name);
         let action = match current {
             None => ServiceAction::Create,

@@ -61,6 +61,35 @@ pub struct ServiceSpec {
     pub stop_timeout: Option<Duration>,
 }
 
+impl ServiceSpec {
+    /// Every network the container joins, the first one (given at create) first.
+    pub fn networks(&self) -> Vec<(String, EndpointSettings)> {
+        let first = self
+            .create
+            .networking_config
+            .as_ref()
+            .and_then(|n| n.endpoints_config.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|(name, endpoint)| (name.clone(), endpoint.clone()));
+        first.chain(self.extra_networks.iter().cloned()).collect()
+    }
+
+    /// Why this service cannot run two containers at once, if it cannot: a host port or
+    /// the host's network can be bound by one container only, so start-first falls back
+    /// to stop-first for it.
+    pub fn start_first_blocker(&self) -> Option<&'static str> {
+        let host = self.create.host_config.as_ref()?;
+        if host.port_bindings.as_ref().is_some_and(|b| !b.is_empty()) {
+            Some("it publishes host ports")
+        } else if host.network_mode.as_deref() == Some("host") {
+            Some("it uses the host's network")
+        } else {
+            None
+        }
+    }
+}
+
 /// A network or volume the project needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourceSpec {
@@ -1395,6 +1424,29 @@ configs:
                 .network_mode
                 .as_deref(),
             Some("shop_default")
+        );
+    }
+
+    #[test]
+    fn start_first_is_blocked_only_by_host_ports_or_the_host_network() {
+        let spec = three();
+        assert_eq!(
+            spec.services["web"].start_first_blocker(),
+            Some("it publishes host ports")
+        );
+        assert_eq!(spec.services["db"].start_first_blocker(), None);
+        let host = spec_of(
+            &COMPOSE.replace("  db:\n", "  db:\n    network_mode: host\n"),
+            &[("web", 'a'), ("api", 'b'), ("db", 'c')],
+        );
+        assert_eq!(
+            host.services["db"].start_first_blocker(),
+            Some("it uses the host's network")
+        );
+        assert_eq!(
+            spec.services["db"].networks()[0].0,
+            "shop_default",
+            "the first network comes first"
         );
     }
 
