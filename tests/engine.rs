@@ -121,6 +121,30 @@ impl Project {
             .collect()
     }
 
+    /// The actions of the engine's events for the project's containers from `since`
+    /// (unix seconds) until now.
+    async fn container_events_since(&self, since: i64) -> Vec<String> {
+        use futures_util::TryStreamExt;
+        let options = bollard::query_parameters::EventsOptions {
+            since: Some(since.to_string()),
+            until: Some((chrono::Utc::now().timestamp() + 1).to_string()),
+            filters: Some(std::collections::HashMap::from([
+                (
+                    "label".to_string(),
+                    vec![format!("com.docker.compose.project={}", self.name)],
+                ),
+                ("type".to_string(), vec!["container".to_string()]),
+            ])),
+        };
+        self.engine
+            .client()
+            .events(Some(options))
+            .map_ok(|e| e.action.unwrap_or_default())
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
     async fn cleanup(&self) {
         for o in converge::observe(&self.engine, &self.name)
             .await
@@ -197,13 +221,34 @@ async fn cold_start_in_order_then_idempotent_then_only_the_changed_service() {
         "{:?}",
         plan(&spec, &observed)
     );
+    let since = chrono::Utc::now().timestamp();
     let (_, again) = p.converge(&yaml, UpdateOrder::StopFirst).await.unwrap();
     assert!(again.swaps.is_empty() && again.leftovers.is_empty());
     assert_eq!(p.ids().await, before);
+    let mutations = p.container_events_since(since).await;
+    let mutations: Vec<&String> = mutations
+        .iter()
+        .filter(|a| {
+            [
+                "create", "start", "stop", "kill", "die", "destroy", "rename",
+            ]
+            .contains(&a.as_str())
+        })
+        .collect();
+    assert!(
+        mutations.is_empty(),
+        "a no-op converge mutated: {mutations:?}"
+    );
 
     // One digest changed: only that service's container is new.
     let changed = three_tier(&images, &images.healthy, &images.healthy_v2);
+    let since = chrono::Utc::now().timestamp();
     let (spec, applied) = p.converge(&changed, UpdateOrder::StopFirst).await.unwrap();
+    let actions = p.container_events_since(since).await;
+    assert!(
+        actions.iter().any(|a| a == "create"),
+        "the event query sees a real change: {actions:?}"
+    );
     let after = p.ids().await;
     assert_ne!(after["web"], before["web"]);
     assert_eq!(after["api"], before["api"]);
