@@ -10,7 +10,7 @@ use gitfleet::engine::converge::observe;
 use gitfleet::engine::docker::DockerEngine;
 use gitfleet::git::Mirror;
 
-use common::{GitDaemon, TempDir, git, test_images};
+use common::{AgentProcess, GitDaemon, TempDir, git, test_images, unique_image};
 
 struct Fleet {
     root: TempDir,
@@ -68,35 +68,9 @@ impl Fleet {
         git(&work, &["rev-parse", "HEAD"])
     }
 
-    /// Pushes `source` under a repository only this test uses, so pruning it cannot
-    /// disturb other tests; returns the pinned reference.
+    /// `source` under a repository only this test uses (see [`unique_image`]).
     fn unique_image(&self, source: &str, name: &str) -> String {
-        let registry = std::env::var("GITFLEET_TEST_REGISTRY").unwrap();
-        let tag = format!("{registry}/gitfleet-test/{}-{name}:1", self.project);
-        let docker = |args: &[&str]| {
-            let out = Command::new("docker").args(args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "docker {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        };
-        docker(&["pull", "-q", source]);
-        docker(&["tag", source, &tag]);
-        docker(&["push", "-q", &tag]);
-        let pinned = docker(&["inspect", "--format", "{{index .RepoDigests 0}}", &tag]);
-        let pinned = if pinned.contains(&format!("{}-{name}", self.project)) {
-            pinned
-        } else {
-            format!(
-                "{}@{}",
-                tag.rsplit_once(':').unwrap().0,
-                source.rsplit_once('@').unwrap().1
-            )
-        };
-        docker(&["rmi", &tag]);
-        pinned
+        unique_image(source, &format!("{}-{name}", self.project))
     }
 
     fn agent_once(&self) -> (Option<i32>, String) {
@@ -190,40 +164,6 @@ impl Fleet {
         git(&self.bare(), &["rev-list", "--count", "fleet-status"])
             .parse()
             .unwrap()
-    }
-}
-
-/// An agent process that is killed if a test ends (or panics) while it still runs.
-struct AgentProcess(std::process::Child);
-
-impl AgentProcess {
-    fn wait(&mut self) -> Option<i32> {
-        self.0.wait().unwrap().code()
-    }
-
-    /// SIGTERM, then the exit code.
-    fn terminate(&mut self) -> Option<i32> {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status()
-            .unwrap();
-        self.wait()
-    }
-
-    /// SIGKILL, as a crash would stop it.
-    fn kill(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
     }
 }
 

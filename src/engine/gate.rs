@@ -130,10 +130,21 @@ fn service_health(
         Some(HealthStatusEnum::UNHEALTHY) => HealthCheck::Unhealthy,
         _ => HealthCheck::None,
     };
-    let last_log = health
-        .log
-        .and_then(|log| log.last().and_then(|r| r.output.clone()))
-        .map(|o| o.trim().lines().last().unwrap_or_default().to_string());
+    // The last line the check printed, or its exit code when it printed nothing.
+    let last_log = health.log.and_then(|log| log.last().cloned()).map(|r| {
+        match r
+            .output
+            .as_deref()
+            .map(str::trim)
+            .and_then(|o| o.lines().last())
+        {
+            Some(line) if !line.is_empty() => line.to_string(),
+            _ => format!(
+                "the check printed nothing, exit code {}",
+                r.exit_code.unwrap_or(-1)
+            ),
+        }
+    });
     ServiceHealth {
         service: service.to_string(),
         running: state.running == Some(true),

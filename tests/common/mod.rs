@@ -169,3 +169,72 @@ impl Drop for GitDaemon {
         let _ = std::fs::remove_file(&self.pid_file);
     }
 }
+
+/// An agent process that is killed if a test ends (or panics) while it still runs.
+pub struct AgentProcess(pub std::process::Child);
+
+impl AgentProcess {
+    pub fn wait(&mut self) -> Option<i32> {
+        self.0.wait().unwrap().code()
+    }
+
+    /// SIGTERM, then the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        self.wait()
+    }
+
+    /// SIGKILL, as a crash would stop it.
+    pub fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Pushes the test image `source` to the test registry as `gitfleet-test/<name>:1`, a
+/// repository only the calling test uses (so pruning or pulling it cannot disturb other
+/// tests); returns it pinned by digest.
+pub fn unique_image(source: &str, name: &str) -> String {
+    let registry = std::env::var("GITFLEET_TEST_REGISTRY").unwrap();
+    let tag = format!("{registry}/gitfleet-test/{name}:1");
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    docker(&["pull", "-q", source]);
+    docker(&["tag", source, &tag]);
+    docker(&["push", "-q", &tag]);
+    let pinned = docker(&["inspect", "--format", "{{index .RepoDigests 0}}", &tag]);
+    let pinned = if pinned.contains(&format!("/{name}@")) {
+        pinned
+    } else {
+        format!(
+            "{}@{}",
+            tag.rsplit_once(':').unwrap().0,
+            source.rsplit_once('@').unwrap().1
+        )
+    };
+    docker(&["rmi", &tag]);
+    pinned
+}
