@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use crate::config::fleet::{ImageSetId, NodeId};
 use crate::config::{FleetRepo, Interpolation, load_repo};
+use crate::core::batch::Tip;
 use crate::core::decide::{Decision, Desired, Inputs, LocalFacts, RestoreReason, Verdict, decide};
 use crate::core::plan::node_timezone;
 use crate::core::status::{NodeState, StatusRecord};
@@ -95,9 +96,15 @@ impl Agent {
         // Observe.
         let mirror = self.mirror.clone();
         let branches = [s.branch.clone()];
-        let tip = blocking(move || {
+        let (tip, committed) = blocking(move || {
             mirror.fetch(&branches.iter().map(String::as_str).collect::<Vec<_>>())?;
-            mirror.tip(&branches[0])
+            match mirror.tip(&branches[0])? {
+                Some(tip) => {
+                    let committed = mirror.committed(&tip)?;
+                    Ok(Some((tip, committed)))
+                }
+                None => Ok(None),
+            }
         })
         .await?
         .ok_or_else(|| format!("branch `{}` does not exist in {}", s.branch, s.repo_url))?;
@@ -148,7 +155,10 @@ impl Agent {
         let decision: Decision = decide(&Inputs {
             desired: match &desired {
                 Ok(repo) => Desired::Admitted {
-                    release: &tip,
+                    release: Tip {
+                        commit: &tip,
+                        committed,
+                    },
                     fleet: &repo.fleet,
                     images: &images,
                 },

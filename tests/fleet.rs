@@ -30,6 +30,7 @@ struct Step {
     node: String,
     state: NodeState,
     release: String,
+    since: chrono::DateTime<chrono::Utc>,
     message: String,
 }
 
@@ -166,6 +167,7 @@ impl Scenario {
                             node: r.node.to_string(),
                             state: r.state,
                             release: r.release,
+                            since: r.since,
                             message: r.message,
                         }
                     })
@@ -584,5 +586,138 @@ fn an_agent_killed_mid_converge_ends_converged_and_the_rollout_goes_on() {
         names,
         format!("{}-web-1", s.project("c1")),
         "exactly one container"
+    );
+}
+
+#[test]
+fn windows_open_in_each_nodes_own_time_and_images_are_pulled_before() {
+    use chrono::{DurationRound, TimeDelta, Utc};
+    let images = test_images();
+    let mut s = Scenario::new("windows");
+    let web = common::unique_image(&images.healthy, &s.project("windows"));
+    // Both open at UTC minute T: n1 (New York, whole hours from UTC) at local minute T,
+    // k1 (Kathmandu, +05:45) at local minute T + 45. An hourly schedule at both local
+    // minutes: the other minute of each node fell 15 and 45 minutes ago, and those
+    // 10-minute windows have closed.
+    let at = (Utc::now() + TimeDelta::seconds(45))
+        .duration_trunc(TimeDelta::minutes(1))
+        .unwrap()
+        + TimeDelta::minutes(1);
+    let m1 = at.format("%M").to_string().parse::<u32>().unwrap();
+    let m2 = (m1 + 45) % 60;
+    let toml = format!(
+        "version = 1\n[fleet]\nname = \"e2e\"\ncompose = \"stack/compose.yaml\"\n[images]\nweb = \"{web}\"\n\
+         [rollout]\nmonitor = \"2s\"\nhealth_timeout = \"30s\"\nwindow = \"shop\"\n\
+         [windows.shop]\nschedule = \"{m1},{m2} * * * *\"\nduration = \"10m\"\n"
+    );
+    let release = s.release(&toml, &compose(""), "v1, in the shops' window");
+    s.start("n1", "America/New_York");
+    s.start("k1", "Asia/Kathmandu");
+    s.wait_all(
+        &["n1", "k1"],
+        NodeState::WaitingWindow,
+        &release,
+        Duration::from_secs(30),
+    );
+    let records = s.records();
+    for (node, tz, opens) in [
+        ("n1", chrono_tz::America::New_York, at),
+        ("k1", chrono_tz::Asia::Kathmandu, at),
+    ] {
+        let local = opens
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string();
+        let utc = opens.format("%Y-%m-%d %H:%M UTC").to_string();
+        let message = &records[node].message;
+        assert!(
+            message.contains(&format!("opens {local} ({utc})")),
+            "{node}: {message}"
+        );
+    }
+    // Meanwhile the image is pulled, before the window opens.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Command::new("docker")
+        .args(["image", "inspect", &web])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the image was not pre-pulled");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        Utc::now() < at,
+        "the test was too slow to see the window closed"
+    );
+
+    s.wait_all(
+        &["n1", "k1"],
+        NodeState::Healthy,
+        &release,
+        Duration::from_secs(200),
+    );
+    println!("{}", s.timeline());
+    let history = s.history();
+    for node in ["n1", "k1"] {
+        let started = history
+            .iter()
+            .find(|st| st.node == node && st.state == NodeState::Converging)
+            .unwrap();
+        assert!(
+            started.since >= at,
+            "{node} converged at {} before its window opened at {at}",
+            started.since
+        );
+    }
+}
+
+#[test]
+fn a_listed_node_that_never_reports_holds_its_batch_until_stale() {
+    let images = test_images();
+    let mut s = Scenario::new("stale");
+    let toml = format!(
+        "version = 1\n[fleet]\nname = \"e2e\"\ncompose = \"stack/compose.yaml\"\n[images]\nweb = \"{}\"\n\
+         [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"30s\"\nstale_after = \"20s\"\n\
+         [batches.canary]\nnodes = [\"c1\", \"ghost\"]\n",
+        images.healthy
+    );
+    let release = s.release(&toml, &compose(""), "v1; ghost is never set up");
+    let committed = chrono::Utc::now();
+    s.start("c1", "UTC");
+    s.start("r1", "UTC");
+    s.wait_all(
+        &["c1"],
+        NodeState::Healthy,
+        &release,
+        Duration::from_secs(60),
+    );
+    s.wait_all(
+        &["r1"],
+        NodeState::WaitingBatch,
+        &release,
+        Duration::from_secs(30),
+    );
+    assert!(
+        s.records()["r1"].message.contains("ghost"),
+        "{}",
+        s.records()["r1"].message
+    );
+    s.wait_all(
+        &["r1"],
+        NodeState::Healthy,
+        &release,
+        Duration::from_secs(90),
+    );
+    println!("{}", s.timeline());
+    let started = s
+        .history()
+        .into_iter()
+        .find(|st| st.node == "r1" && st.state == NodeState::Converging)
+        .unwrap();
+    assert!(
+        started.since - committed >= chrono::TimeDelta::seconds(19),
+        "r1 started {} after the release, before ghost was stale",
+        started.since - committed
     );
 }

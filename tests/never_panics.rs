@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::DateTime;
 use gitfleet::config::fleet::{ImageSetId, NodeId};
 use gitfleet::config::{Interpolation, RepoFiles, load_repo};
+use gitfleet::core::batch::Tip;
 use gitfleet::core::decide::{Desired, Inputs, LocalFacts, decide};
 use gitfleet::core::status::{NodeState, StatusRecord};
 use proptest::prelude::*;
@@ -130,13 +131,14 @@ proptest! {
         running in proptest::option::of(set()),
         known_good in proptest::collection::vec(set(), 0..3),
         now in instant(),
+        committed in instant(),
     ) {
         let repo = load_repo(&files(FLEET, COMPOSE), &Interpolation::default()).expect("valid fixture");
         let desired = ImageSetId("b".repeat(64));
         let me = NodeId(me);
         let local = LocalFacts { running, known_good, gate: None };
         let inputs = Inputs {
-            desired: Desired::Admitted { release: "r2", fleet: &repo.fleet, images: &desired },
+            desired: Desired::Admitted { release: Tip { commit: "r2", committed }, fleet: &repo.fleet, images: &desired },
             node: &me,
             timezone: chrono_tz::Asia::Kathmandu,
             records: &records,

@@ -7,6 +7,7 @@ use super::exit;
 use crate::cli::PlanArgs;
 use crate::config::fleet::NodeId;
 use crate::config::{Interpolation, load_repo};
+use crate::core::batch::Tip;
 use crate::core::decide::{Desired, Inputs, LocalFacts, decide};
 use crate::core::plan::{node_timezone, plan_node};
 use crate::core::window::WindowState;
@@ -85,7 +86,10 @@ fn plan_with(
     };
     let decision = decide(&Inputs {
         desired: Desired::Admitted {
-            release: &tip,
+            release: Tip {
+                commit: &tip,
+                committed: mirror.committed(&tip).map_err(fail)?,
+            },
             fleet,
             images: &images,
         },

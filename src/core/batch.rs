@@ -9,6 +9,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::status::{NodeState, StatusRecord};
+
+/// A release: the commit at the tip of the release branch, and when it was committed
+/// (a node listed for it that has not reported since is silent from then on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tip<'a> {
+    pub commit: &'a str,
+    pub committed: DateTime<Utc>,
+}
 use crate::config::fleet::{Fleet, ImageSetId, NodeId};
 
 /// How one member stands with respect to the release.
@@ -18,12 +26,14 @@ pub enum MemberView {
     Healthy,
     /// Failed this release (counts in the failure ratio).
     Failed,
-    /// Listed by exact id but never reported: holds the batch.
+    /// Listed by exact id but never reported: holds the batch, until the release is
+    /// older than `stale_after` (then it is stale: silent since it was asked).
     Pending,
     /// Reported, but not finished with this release: holds the batch.
     Working(NodeState),
-    /// Silent longer than `stale_after`: left out of the count.
-    Stale { last_seen: DateTime<Utc> },
+    /// Silent longer than `stale_after`: left out of the count. `last_seen` is `None`
+    /// for a listed node that never reported.
+    Stale { last_seen: Option<DateTime<Utc>> },
     /// `hold = true`: takes no new release and does not hold its batch.
     Held,
 }
@@ -119,12 +129,11 @@ pub fn latest_by_node(records: &[StatusRecord]) -> BTreeMap<&NodeId, &StatusReco
     latest
 }
 
-/// Progress of every batch, in rollout order, on the release `release` whose image set
-/// is `images`.
+/// Progress of every batch, in rollout order, on `release` whose image set is `images`.
 pub fn progress<'r>(
     fleet: &Fleet,
     records: &'r [StatusRecord],
-    release: &str,
+    release: &Tip,
     images: &ImageSetId,
     now: DateTime<Utc>,
 ) -> Vec<BatchProgress<'r>> {
@@ -149,16 +158,19 @@ pub fn progress<'r>(
             MemberView::Held
         } else {
             match record {
+                None if now.signed_duration_since(release.committed) > stale_after => {
+                    MemberView::Stale { last_seen: None }
+                }
                 None => MemberView::Pending,
                 Some(r) if now.signed_duration_since(r.updated) > stale_after => {
                     MemberView::Stale {
-                        last_seen: r.updated,
+                        last_seen: Some(r.updated),
                     }
                 }
                 Some(r) if r.state == NodeState::Healthy && &r.images == images => {
                     MemberView::Healthy
                 }
-                Some(r) if r.state == NodeState::Failed && r.release == release => {
+                Some(r) if r.state == NodeState::Failed && r.release == release.commit => {
                     MemberView::Failed
                 }
                 Some(r) => MemberView::Working(r.state),

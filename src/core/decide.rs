@@ -8,7 +8,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 
-use super::batch::{self, MemberView};
+use super::batch::{self, MemberView, Tip};
 use super::gate::GateVerdict;
 use super::status::{NodeState, StatusRecord};
 use super::window::{self, WindowState};
@@ -18,7 +18,7 @@ use crate::config::fleet::{FailureAction, Fleet, ImageSetId, NodeId};
 #[derive(Clone, Copy, Debug)]
 pub enum Desired<'a> {
     Admitted {
-        release: &'a str,
+        release: Tip<'a>,
         fleet: &'a Fleet,
         images: &'a ImageSetId,
     },
@@ -322,13 +322,13 @@ pub fn decide(inputs: &Inputs) -> Decision {
 
     // This node already finished this release badly: a new commit clears it (rule 6).
     if let Some(r) = own
-        && r.release == release
+        && r.release == release.commit
         && matches!(r.state, NodeState::Failed | NodeState::RolledBack)
     {
         return Verdict::Settled { state: r.state }.into();
     }
 
-    let progress = batch::progress(fleet, inputs.records, release, desired, inputs.now);
+    let progress = batch::progress(fleet, inputs.records, &release, desired, inputs.now);
     if let Some(halted) = batch::halted_at(&progress, fleet.rollout.max_failure_ratio) {
         let batch = halted.name.clone();
         let previous = local.last_good_except(desired).cloned();
@@ -469,14 +469,28 @@ mod tests {
         local: &LocalFacts,
     ) -> Verdict {
         let node = NodeId::from(node);
+        decide_at(fleet, &node, records, local, t(9_000))
+    }
+
+    /// Decides at `t(10_000)` on release `R`, committed at `committed`.
+    fn decide_at(
+        fleet: &Fleet,
+        node: &NodeId,
+        records: &[StatusRecord],
+        local: &LocalFacts,
+        committed: DateTime<Utc>,
+    ) -> Verdict {
         let images = set('b');
         decide(&Inputs {
             desired: Desired::Admitted {
-                release: R,
+                release: Tip {
+                    commit: R,
+                    committed,
+                },
                 fleet,
                 images: &images,
             },
-            node: &node,
+            node,
             timezone: chrono_tz::Europe::Berlin,
             records,
             local,
@@ -726,6 +740,19 @@ mod tests {
             decide_for(&f, "eu-2", &records[..1], &running('a')),
             Verdict::WaitBatch { .. }
         ));
+        // us-1, listed and never heard of, is pending until the release is older than
+        // `stale_after`; then it is silent since it was asked, and stale.
+        let committed_long_ago = t(10_000 - 3601);
+        assert!(matches!(
+            decide_at(
+                &f,
+                &"eu-2".into(),
+                &records[..1],
+                &running('a'),
+                committed_long_ago
+            ),
+            Verdict::Converge { .. }
+        ));
     }
 
     #[test]
@@ -823,7 +850,7 @@ mod window_tests {
 
     use super::*;
     use crate::config::fleet::{ScheduledWindow, Window};
-    use crate::core::testkit::{fleet, set};
+    use crate::core::testkit::{fleet, set, tip};
     use crate::core::window::parse_schedule;
 
     #[test]
@@ -848,7 +875,7 @@ mod window_tests {
         };
         let inputs = |now, timezone| Inputs {
             desired: Desired::Admitted {
-                release: "r2",
+                release: tip("r2"),
                 fleet: &f,
                 images: &images,
             },

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::batch::{self, MemberView};
+use super::batch::{self, MemberView, Tip};
 use super::status::NodeState;
 use crate::config::fleet::{Fleet, ImageSetId, NodeId};
 
@@ -83,7 +83,7 @@ pub struct FleetSummary {
 pub fn summarize(
     fleet: &Fleet,
     records: &[super::status::StatusRecord],
-    release: &str,
+    release: &Tip,
     images: &ImageSetId,
     now: DateTime<Utc>,
 ) -> FleetSummary {
@@ -128,7 +128,7 @@ pub fn summarize(
             .filter(|m| m.view.counted())
     };
     FleetSummary {
-        release: release.to_string(),
+        release: release.commit.to_string(),
         images: images.clone(),
         healthy: counted().filter(|m| m.view == MemberView::Healthy).count(),
         total: counted().count(),
@@ -145,7 +145,7 @@ pub fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::testkit::{fleet, record, set, t};
+    use crate::core::testkit::{fleet, record, set, t, tip};
 
     #[test]
     fn counts_views_and_finds_the_batch_in_progress() {
@@ -154,7 +154,7 @@ mod tests {
             record("eu-1", "r2", &set('b'), NodeState::Healthy, t(0)),
             record("eu-2", "r1", &set('a'), NodeState::Healthy, t(0)),
         ];
-        let s = summarize(&f, &records, "r2", &set('b'), t(10));
+        let s = summarize(&f, &records, &tip("r2"), &set('b'), t(10));
         assert_eq!((s.healthy, s.total, s.failed), (1, 3, 0));
         assert_eq!(s.current_batch.as_deref(), Some("eu"));
         assert_eq!(s.halted_in, None);

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::batch::Tip;
 use super::status::{NodeState, StatusRecord};
 use crate::config::fleet::{
     Batch, Fleet, ImageSetId, NodeId, NodePattern, REST_BATCH, Rollout, Window,
@@ -9,6 +10,14 @@ use crate::config::fleet::{
 
 pub fn t(secs: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + secs, 0).expect("in range")
+}
+
+/// The release `commit`, committed at `t(0)`.
+pub fn tip(commit: &str) -> Tip<'_> {
+    Tip {
+        commit,
+        committed: t(0),
+    }
 }
 
 pub fn set(c: char) -> ImageSetId {

@@ -126,6 +126,19 @@ impl Mirror {
         }
     }
 
+    /// When `commit` was committed (its committer time: for a merge, when it was merged).
+    pub fn committed(&self, commit: &str) -> Result<chrono::DateTime<chrono::Utc>, GitError> {
+        let repo = self.repo()?;
+        let oid = git2::Oid::from_str(commit).map_err(local)?;
+        let seconds = repo
+            .find_commit(oid)
+            .map_err(local)?
+            .committer()
+            .when()
+            .seconds();
+        Ok(chrono::DateTime::from_timestamp(seconds, 0).unwrap_or_default())
+    }
+
     /// The files of `commit`, read from its tree.
     pub fn files(&self, commit: &str) -> Result<TreeFiles, GitError> {
         let repo = self.repo()?;
