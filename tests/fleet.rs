@@ -40,6 +40,8 @@ struct Scenario {
     root: TempDir,
     daemon: GitDaemon,
     agents: BTreeMap<String, AgentProcess>,
+    /// The engine the agents use, when not the test environment's.
+    docker_host: Option<String>,
     /// Every node ever started, for cleanup.
     nodes: Vec<String>,
     started: Instant,
@@ -60,6 +62,7 @@ impl Scenario {
             root,
             daemon,
             agents: BTreeMap::new(),
+            docker_host: None,
             nodes: Vec::new(),
             started: Instant::now(),
         }
@@ -98,10 +101,23 @@ impl Scenario {
         git(&self.work(), &["rev-parse", "HEAD"])
     }
 
+    /// The docker CLI, talking to the agents' engine.
+    fn docker(&self) -> Command {
+        let mut docker = Command::new("docker");
+        if let Some(host) = &self.docker_host {
+            docker.env("DOCKER_HOST", host);
+        }
+        docker
+    }
+
     /// Starts node `id`'s agent: polls every second, in `timezone`.
     fn start(&mut self, id: &str, timezone: &str) {
         let log = std::fs::File::create(self.root.path().join(format!("{id}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        let mut agent = Command::new(env!("CARGO_BIN_EXE_gitfleet"));
+        if let Some(host) = &self.docker_host {
+            agent.env("DOCKER_HOST", host);
+        }
+        let child = agent
             .args(["agent", "--node", id, "--project", &self.project(id)])
             .args(["--repo", &self.daemon.url("fleet.git")])
             .arg("--state-dir")
@@ -239,7 +255,8 @@ impl Scenario {
 
     /// The images the node's `web` container runs (or an empty string).
     fn running_image(&self, node: &str) -> String {
-        let out = Command::new("docker")
+        let out = self
+            .docker()
             .args([
                 "inspect",
                 "--format",
@@ -276,16 +293,18 @@ impl Drop for Scenario {
     fn drop(&mut self) {
         self.agents.clear();
         for project in self.nodes.iter().map(|n| self.project(n)) {
-            let ids = Command::new("docker")
+            let ids = self
+                .docker()
                 .args(["ps", "-aq", "--filter"])
                 .arg(format!("label=com.docker.compose.project={project}"))
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
                 .unwrap_or_default();
             for id in ids.split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
+                let _ = self.docker().args(["rm", "-f", "-v", id]).output();
             }
-            let _ = Command::new("docker")
+            let _ = self
+                .docker()
                 .args(["network", "rm", &format!("{project}_default")])
                 .output();
         }
@@ -573,7 +592,8 @@ fn an_agent_killed_mid_converge_ends_converged_and_the_rollout_goes_on() {
     s.start("c1", "UTC");
     s.wait_all(&all, NodeState::Healthy, &v2, Duration::from_secs(180));
     println!("{}", s.timeline());
-    let out = Command::new("docker")
+    let out = s
+        .docker()
         .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
         .arg(format!(
             "label=com.docker.compose.project={}",
@@ -637,7 +657,8 @@ fn windows_open_in_each_nodes_own_time_and_images_are_pulled_before() {
     }
     // Meanwhile the image is pulled, before the window opens.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Command::new("docker")
+    while s
+        .docker()
         .args(["image", "inspect", &web])
         .output()
         .map(|o| !o.status.success())
@@ -720,4 +741,109 @@ fn a_listed_node_that_never_reports_holds_its_batch_until_stale() {
         "r1 started {} after the release, before ghost was stale",
         started.since - committed
     );
+}
+
+/// A test environment of its own (scripts/testenv with another directory and port):
+/// an engine this test may restart without disturbing the others.
+struct PrivateEngine {
+    dir: TempDir,
+    port: u16,
+    /// Its env file: DOCKER_HOST, the registry, the pinned test images.
+    env: BTreeMap<String, String>,
+}
+
+impl PrivateEngine {
+    fn up(label: &str) -> Self {
+        let mut engine = PrivateEngine {
+            dir: TempDir::new(&format!("engine-{label}")),
+            port: common::free_port(),
+            env: BTreeMap::new(),
+        };
+        engine.testenv(&["up"]);
+        let env_file = std::fs::read_to_string(engine.dir.path().join("env")).unwrap();
+        engine.env = env_file
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        engine
+    }
+
+    fn testenv(&self, args: &[&str]) {
+        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testenv"))
+            .args(args)
+            .env("GITFLEET_TESTENV_DIR", self.dir.path())
+            .env("GITFLEET_TEST_REGISTRY_PORT", self.port.to_string())
+            .env_remove("GITFLEET_TESTENV_NET")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/testenv {args:?} failed");
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        self.testenv(&["down", "--purge"]);
+    }
+}
+
+#[test]
+fn an_engine_restart_during_monitor_never_reports_a_dead_stack_healthy() {
+    let engine = PrivateEngine::up("restart");
+    let mut s = Scenario::new("restart");
+    s.docker_host = Some(engine.env["DOCKER_HOST"].clone());
+    let toml = |web: &str, monitor: &str| {
+        format!(
+            "version = 1\n[fleet]\nname = \"e2e\"\ncompose = \"stack/compose.yaml\"\n[images]\nweb = \"{web}\"\n\
+             [rollout]\nmonitor = \"{monitor}\"\nhealth_timeout = \"30s\"\n"
+        )
+    };
+    let (v1_image, v2_image) = (
+        &engine.env["GITFLEET_TEST_IMAGE_HEALTHY"],
+        &engine.env["GITFLEET_TEST_IMAGE_HEALTHY_V2"],
+    );
+    let v1 = s.release(&toml(v1_image, "2s"), &compose(""), "v1");
+    s.start("n1", "UTC");
+    s.wait_all(&["n1"], NodeState::Healthy, &v1, Duration::from_secs(60));
+
+    let v2 = s.release(
+        &toml(v2_image, "15s"),
+        &compose(""),
+        "v2, monitored for 15 s",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.running_image("n1") != format!("{v2_image} true") {
+        assert!(Instant::now() < deadline, "v2 never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    engine.testenv(&["restart-engine"]);
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let settled = loop {
+        let record = s.records().remove("n1").unwrap();
+        if record.release == v2 && matches!(record.state, NodeState::Healthy | NodeState::Failed) {
+            break record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "n1 never settled\n{}",
+            s.timeline()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("{}", s.timeline());
+    let runs = s.running_image("n1");
+    match settled.state {
+        NodeState::Healthy => {
+            assert_eq!(runs, format!("{v2_image} true"), "healthy means running v2")
+        }
+        _ => assert_eq!(
+            runs,
+            format!("{v1_image} true"),
+            "failed means v1 restored: {}",
+            settled.message
+        ),
+    }
 }
