@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -108,6 +109,7 @@ impl Agent {
         })
         .await?
         .ok_or_else(|| format!("branch `{}` does not exist in {}", s.branch, s.repo_url))?;
+        tracing::Span::current().record("release", tip.as_str());
         let admitted = self.load_release(&tip).await;
         let status_branch = match &admitted {
             Ok(repo) => repo.fleet.status_branch.clone(),
@@ -122,7 +124,7 @@ impl Agent {
         })
         .await?;
         for (path, why) in broken {
-            eprintln!("warning: ignoring {path} on {status_branch}: {why}");
+            tracing::warn!(%path, %status_branch, %why, "ignoring a status record");
         }
         let mut local = LocalState::load(&s.state_dir)?;
         let facts = LocalFacts {
@@ -174,6 +176,7 @@ impl Agent {
             now,
         });
         let mut state = decision.verdict.state();
+        tracing::Span::current().record("decision", tracing::field::display(&state));
         let mut message = decision.verdict.message(timezone);
         let mut force_report = false;
 
@@ -468,7 +471,7 @@ impl Agent {
         match blocking(move || mirror.push_record(&branch, &r, PUSH_ATTEMPTS)).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                eprintln!("warning: status not delivered ({e}); kept in the outbox");
+                tracing::warn!(error = %e, "status not delivered; kept in the outbox");
                 Outbox::new(&self.settings.state_dir).put(&record)
             }
         }
@@ -502,16 +505,27 @@ impl Agent {
             self.trigger.clone(),
         );
         loop {
-            let (next, project) = match self.reconcile().await {
-                Ok(r) => {
-                    eprintln!("{}: {} ({})", self.settings.node, r.state, r.message);
-                    (r.recheck_at, r.project)
+            // One span per reconcile, so every event of it carries node, release and decision.
+            let span = tracing::info_span!(
+                "reconcile",
+                node = %self.settings.node,
+                release = tracing::field::Empty,
+                decision = tracing::field::Empty,
+            );
+            let (next, project) = async {
+                match self.reconcile().await {
+                    Ok(r) => {
+                        tracing::info!(state = %r.state, message = %r.message, "reconciled");
+                        (r.recheck_at, r.project)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reconcile failed");
+                        (None, None)
+                    }
                 }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    (None, None)
-                }
-            };
+            }
+            .instrument(span)
+            .await;
             let poll = self.settings.interval;
             let until = next
                 .and_then(|t| (t - Utc::now()).to_std().ok())

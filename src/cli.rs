@@ -13,8 +13,35 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "gitfleet", version, propagate_version = true)]
 pub struct Cli {
+    /// How diagnostics are written to stderr: `text` for people, `json` (one object a
+    /// line) for log collectors. User-facing output on stdout is unaffected.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "GITFLEET_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Least severe diagnostics written: error, warn, info, debug or trace.
+    #[arg(
+        long,
+        global = true,
+        env = "GITFLEET_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: tracing::Level,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Shape of the diagnostics on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -59,7 +59,7 @@ pub async fn serve(listener: TcpListener, secret: Option<Arc<Vec<u8>>>, trigger:
             if let Err(e) =
                 handle(stream, peer, secret.as_deref().map(Vec::as_slice), &trigger).await
             {
-                eprintln!("warning: listener: {peer}: {e}");
+                tracing::warn!(%peer, error = %e, "listener");
             }
         });
     }
@@ -107,8 +107,9 @@ async fn handle(
                     ("202 Accepted", "fetching\n")
                 }
                 _ => {
-                    eprintln!(
-                        "warning: listener: {peer}: webhook with a missing or wrong X-Hub-Signature-256"
+                    tracing::warn!(
+                        %peer,
+                        "webhook with a missing or wrong X-Hub-Signature-256"
                     );
                     ("401 Unauthorized", "bad signature\n")
                 }

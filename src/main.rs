@@ -1,11 +1,18 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use gitfleet::cli::{Cli, Command};
+use gitfleet::cli::{Cli, Command, LogFormat};
 use gitfleet::commands;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(cli.log_level);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let code = match &cli.command {
         Command::Check(args) => commands::check::run(args),
         Command::Diff(args) => commands::diff::run(args),
