@@ -23,7 +23,7 @@ use crate::engine::docker::{DockerEngine, sources};
 use crate::engine::plan::{ServiceAction, plan};
 use crate::engine::spec::ProjectSpec;
 use crate::engine::spec::{Sources, project_spec};
-use crate::git::{GitError, Mirror};
+use crate::git::{GitAuth, GitError, Mirror, redact_url};
 use crate::state::{LocalState, Outbox, materialize, project_dir};
 use futures_util::StreamExt;
 
@@ -35,6 +35,7 @@ const HEARTBEAT: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// The agent's settings, validated by the command line.
 pub struct Settings {
     pub repo_url: String,
+    pub auth: GitAuth,
     pub node: NodeId,
     pub branch: String,
     pub state_dir: PathBuf,
@@ -75,7 +76,8 @@ async fn blocking<T: Send + 'static>(
 impl Agent {
     pub async fn new(settings: Settings) -> Result<Self, String> {
         let mirror = Mirror::open(&settings.state_dir.join("mirror.git"), &settings.repo_url)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_auth(settings.auth.clone());
         let engine = DockerEngine::connect().await.map_err(|e| e.to_string())?;
         Ok(Agent {
             settings,
@@ -108,7 +110,13 @@ impl Agent {
             }
         })
         .await?
-        .ok_or_else(|| format!("branch `{}` does not exist in {}", s.branch, s.repo_url))?;
+        .ok_or_else(|| {
+            format!(
+                "branch `{}` does not exist in {}",
+                s.branch,
+                redact_url(&s.repo_url)
+            )
+        })?;
         tracing::Span::current().record("release", tip.as_str());
         let admitted = self.load_release(&tip).await;
         let status_branch = match &admitted {

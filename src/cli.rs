@@ -81,20 +81,48 @@ pub enum Command {
     Plan(PlanArgs),
 }
 
-/// Which fleet repository, branch and node, shared by `agent` and `plan`.
+/// Which fleet repository and branch, and how to authenticate to it.
 #[derive(Debug, clap::Args)]
-pub struct NodeRemoteArgs {
-    /// The fleet repository (file://, git://).
-    #[arg(long, value_name = "URL", env = "GITFLEET_REPO")]
-    pub repo: String,
-
-    /// The node's id.
-    #[arg(long, value_name = "ID", env = "GITFLEET_NODE")]
-    pub node: String,
+pub struct RepoArgs {
+    /// The fleet repository: file://, git://, https:// or ssh:// (also user@host:path).
+    #[arg(long = "repo", value_name = "URL", env = "GITFLEET_REPO")]
+    pub url: String,
 
     /// The branch nodes follow.
     #[arg(long, default_value = "release", env = "GITFLEET_BRANCH")]
     pub branch: String,
+
+    /// HTTPS user name; default: the URL's, else `x-access-token`.
+    #[arg(long, value_name = "NAME", env = "GITFLEET_GIT_USERNAME")]
+    pub git_username: Option<String>,
+
+    /// File holding the HTTPS password or access token (or set GITFLEET_GIT_PASSWORD).
+    #[arg(long, value_name = "FILE", env = "GITFLEET_GIT_PASSWORD_FILE")]
+    pub git_password_file: Option<PathBuf>,
+
+    /// CA certificates (PEM) trusted for an https:// remote, besides the system's.
+    #[arg(long, value_name = "FILE", env = "GITFLEET_GIT_CA_FILE")]
+    pub git_ca_file: Option<PathBuf>,
+
+    /// SSH private key for an ssh:// remote (OpenSSH format, no passphrase).
+    #[arg(long, value_name = "FILE", env = "GITFLEET_SSH_KEY")]
+    pub ssh_key: Option<PathBuf>,
+
+    /// known_hosts file the SSH server's key must be listed in; default:
+    /// ~/.ssh/known_hosts, then /etc/ssh/ssh_known_hosts.
+    #[arg(long, value_name = "FILE", env = "GITFLEET_SSH_KNOWN_HOSTS")]
+    pub ssh_known_hosts: Option<PathBuf>,
+}
+
+/// Which fleet repository, branch and node, shared by `agent` and `plan`.
+#[derive(Debug, clap::Args)]
+pub struct NodeRemoteArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// The node's id.
+    #[arg(long, value_name = "ID", env = "GITFLEET_NODE")]
+    pub node: String,
 
     /// The node's IANA timezone when fleet.toml gives none; default: TZ, else the host's.
     #[arg(long, value_name = "TZ", env = "GITFLEET_TIMEZONE")]

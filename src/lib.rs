@@ -11,5 +11,6 @@ pub mod config;
 pub mod core;
 pub mod engine;
 pub mod git;
+pub mod hmac;
 pub mod listener;
 pub mod state;

@@ -358,7 +358,7 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
         second,
         "an unsigned hook triggers nothing"
     );
-    let mac = gitfleet::listener::hmac_sha256(b"s3cret", body.as_bytes());
+    let mac = gitfleet::hmac::hmac::<sha2::Sha256>(b"s3cret", body.as_bytes());
     let signature = format!("sha256={}", gitfleet::config::fleet::hex(&mac));
     assert_eq!(post_hook(port, body, &signature), 202);
     fleet.wait_for_record("the second release", |r| {

@@ -12,21 +12,7 @@ use gitfleet::config::{Interpolation, load_repo};
 use gitfleet::core::status::{NodeState, StatusRecord};
 use gitfleet::git::{Mirror, Pushed};
 
-use common::{GitDaemon, TempDir, copy_tree, example_repo, free_port, git};
-
-/// A bare remote whose `release` branch holds the example fleet repository.
-fn remote(root: &Path) -> std::path::PathBuf {
-    let bare = root.join("fleet.git");
-    std::fs::create_dir_all(&bare).unwrap();
-    git(&bare, &["init", "--bare", "-q", "-b", "release"]);
-    let work = root.join("work");
-    copy_tree(&example_repo(), &work);
-    git(&work, &["init", "-q", "-b", "release"]);
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "Initial fleet"]);
-    git(&work, &["push", "-q", bare.to_str().unwrap(), "release"]);
-    bare
-}
+use common::{GitDaemon, TempDir, example_remote as remote, free_port, git};
 
 fn record(node: &str) -> StatusRecord {
     StatusRecord {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 
-use super::{exit, runtime};
+use super::{exit, git_auth, runtime};
 use crate::agent::{Agent, Settings};
 use crate::cli::AgentArgs;
 use crate::config::duration::{DURATION_HELP, parse_duration};
@@ -70,11 +70,13 @@ fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
         .filter(|d| !d.is_zero())
         .ok_or_else(|| usage(format!("--interval `{}`: {DURATION_HELP}", args.interval)))?;
     let timezone = timezone(args.remote.timezone.as_deref()).map_err(usage)?;
+    let auth = git_auth(&args.remote.repo).map_err(usage)?;
     let _lock = StateLock::acquire(&args.state_dir).map_err(usage)?;
     let settings = Settings {
-        repo_url: args.remote.repo.clone(),
+        repo_url: args.remote.repo.url.clone(),
+        auth,
         node: NodeId(args.remote.node.clone()),
-        branch: args.remote.branch.clone(),
+        branch: args.remote.repo.branch.clone(),
         state_dir: args.state_dir.clone(),
         project: args.project.clone(),
         timezone,

@@ -3,7 +3,7 @@
 use chrono::Utc;
 
 use super::agent::timezone;
-use super::exit;
+use super::{exit, open_mirror};
 use crate::cli::PlanArgs;
 use crate::config::fleet::NodeId;
 use crate::config::{Interpolation, load_repo};
@@ -11,7 +11,7 @@ use crate::core::batch::Tip;
 use crate::core::decide::{Desired, Inputs, LocalFacts, decide};
 use crate::core::plan::{node_timezone, plan_node};
 use crate::core::window::WindowState;
-use crate::git::Mirror;
+use crate::git::{Mirror, redact_url};
 use crate::state::LocalState;
 
 pub fn run(args: &PlanArgs) -> u8 {
@@ -33,7 +33,7 @@ fn plan(args: &PlanArgs) -> Result<u8, u8> {
         Some(dir) => dir.join("mirror.git"),
         None => scratch.clone(),
     };
-    let mirror = Mirror::open(&mirror_dir, &args.remote.repo).map_err(fail)?;
+    let mirror = open_mirror(&args.remote.repo, &mirror_dir).map_err(fail)?;
     let result = plan_with(args, &node, fallback_tz, &mirror);
     let _ = std::fs::remove_dir_all(&scratch);
     result
@@ -45,16 +45,15 @@ fn plan_with(
     fallback_tz: chrono_tz::Tz,
     mirror: &Mirror,
 ) -> Result<u8, u8> {
-    mirror.fetch(&[&args.remote.branch]).map_err(fail)?;
-    let tip = mirror
-        .tip(&args.remote.branch)
-        .map_err(fail)?
-        .ok_or_else(|| {
-            fail(format!(
-                "branch `{}` does not exist in {}",
-                args.remote.branch, args.remote.repo
-            ))
-        })?;
+    let branch = &args.remote.repo.branch;
+    mirror.fetch(&[branch]).map_err(fail)?;
+    let tip = mirror.tip(branch).map_err(fail)?.ok_or_else(|| {
+        fail(format!(
+            "branch `{}` does not exist in {}",
+            branch,
+            redact_url(&args.remote.repo.url)
+        ))
+    })?;
     let files = mirror.files(&tip).map_err(fail)?;
     let vars = Interpolation {
         env: std::env::vars().collect(),

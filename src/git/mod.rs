@@ -4,12 +4,16 @@
 //!
 //! Every call here blocks; the agent runs them off the async runtime.
 
+mod auth;
+mod known_hosts;
+
+pub use auth::{GitAuth, Secret, redact_url};
+
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use git2::{
-    ErrorCode, FetchOptions, ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, Signature,
-};
+use git2::{ErrorCode, FetchOptions, ObjectType, Oid, PushOptions, Repository, Signature};
 
 use crate::config::{MAX_FILE_BYTES, RepoFiles};
 use crate::core::status::StatusRecord;
@@ -33,7 +37,8 @@ impl std::fmt::Display for GitError {
             GitError::Unreachable { url, reason } => {
                 write!(
                     f,
-                    "cannot reach the fleet repository {url}: {reason} (check the URL and that the server is up)"
+                    "cannot reach the fleet repository {}: {reason} (check the URL, the credentials and that the server is up)",
+                    redact_url(url)
                 )
             }
             GitError::Refused { reason } => write!(
@@ -62,11 +67,19 @@ fn local(e: git2::Error) -> GitError {
 pub struct Mirror {
     path: PathBuf,
     url: String,
+    auth: std::sync::Arc<GitAuth>,
 }
 
 /// The records read from the status branch, and the files that are not valid records
 /// (path, why).
 pub type Records = (Vec<StatusRecord>, Vec<(String, String)>);
+
+/// What a fetch transferred (the pack; the ref advertisement is not counted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    pub objects: usize,
+    pub bytes: usize,
+}
 
 /// The outcome of writing a status record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +99,16 @@ impl Mirror {
         Ok(Mirror {
             path: path.to_path_buf(),
             url: url.to_string(),
+            auth: Default::default(),
         })
+    }
+
+    /// Authenticates to an `https://` or `ssh://` remote with `auth`.
+    pub fn with_auth(self, auth: GitAuth) -> Self {
+        Mirror {
+            auth: std::sync::Arc::new(auth),
+            ..self
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -98,22 +120,29 @@ impl Mirror {
     }
 
     /// Fetches `branches` into `refs/remotes/origin/*`. An idle fetch (nothing new)
-    /// negotiates and transfers no pack.
-    pub fn fetch(&self, branches: &[&str]) -> Result<(), GitError> {
+    /// negotiates and transfers no pack: it reports 0 objects and 0 bytes.
+    pub fn fetch(&self, branches: &[&str]) -> Result<Fetched, GitError> {
         let repo = self.repo()?;
         let mut remote = repo.remote_anonymous(&self.url).map_err(local)?;
         let refspecs: Vec<String> = branches
             .iter()
             .map(|b| format!("+refs/heads/{b}:refs/remotes/origin/{b}"))
             .collect();
+        let refusal = Cell::new(None);
         let mut options = FetchOptions::new();
         options.download_tags(git2::AutotagOption::None);
-        remote
-            .fetch(&refspecs, Some(&mut options), None)
-            .map_err(|e| GitError::Unreachable {
-                url: self.url.clone(),
-                reason: e.message().to_string(),
-            })
+        options.remote_callbacks(self.auth.callbacks(&self.url, &refusal));
+        let result = remote.fetch(&refspecs, Some(&mut options), None);
+        drop(options);
+        result.map_err(|e| GitError::Unreachable {
+            url: self.url.clone(),
+            reason: refusal.take().unwrap_or_else(|| e.message().to_string()),
+        })?;
+        let stats = remote.stats();
+        Ok(Fetched {
+            objects: stats.received_objects(),
+            bytes: stats.received_bytes(),
+        })
     }
 
     /// The commit id at the tip of the fetched `branch`, if the branch exists.
@@ -296,7 +325,8 @@ impl Mirror {
             .remote_anonymous(&self.url)
             .map_err(|e| PushError::Unreachable(e.message().to_string()))?;
         let mut refusal: Option<String> = None;
-        let mut callbacks = RemoteCallbacks::new();
+        let auth_refusal = Cell::new(None);
+        let mut callbacks = self.auth.callbacks(&self.url, &auth_refusal);
         // A refused push returns Ok(()): the refusal only shows here (see CRATES.md).
         callbacks.push_update_reference(|_, status| {
             refusal = status.map(str::to_string);
@@ -313,7 +343,11 @@ impl Mirror {
             (Err(e), _) if e.code() == ErrorCode::NotFastForward || is_race(e.message()) => {
                 Err(PushError::Race)
             }
-            (Err(e), _) => Err(PushError::Unreachable(e.message().to_string())),
+            (Err(e), _) => Err(PushError::Unreachable(
+                auth_refusal
+                    .take()
+                    .unwrap_or_else(|| e.message().to_string()),
+            )),
             (Ok(()), Some(r)) if is_race(&r) => Err(PushError::Race),
             (Ok(()), Some(r)) => Err(PushError::Refused(r)),
             (Ok(()), None) => Ok(()),

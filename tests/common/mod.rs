@@ -50,6 +50,20 @@ pub fn example_repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/fleet-repo")
 }
 
+/// A bare remote under `root` whose `release` branch holds the example fleet repository.
+pub fn example_remote(root: &Path) -> PathBuf {
+    let bare = root.join("fleet.git");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "--bare", "-q", "-b", "release"]);
+    let work = root.join("work");
+    copy_tree(&example_repo(), &work);
+    git(&work, &["init", "-q", "-b", "release"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "Initial fleet"]);
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "release"]);
+    bare
+}
+
 /// The images `scripts/testenv up` pushed to the local registry, pinned by digest.
 pub struct TestImages {
     pub healthy: String,
