@@ -6,27 +6,12 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use chrono::Utc;
-use gitfleet::config::fleet::{ImageSetId, NodeId};
 use gitfleet::config::{Interpolation, load_repo};
-use gitfleet::core::status::{NodeState, StatusRecord};
 use gitfleet::git::{Mirror, Pushed};
 
-use common::{GitDaemon, TempDir, example_remote as remote, free_port, git};
-
-fn record(node: &str) -> StatusRecord {
-    StatusRecord {
-        node: NodeId::from(node),
-        batch: "eu".into(),
-        release: "0".repeat(40),
-        images: ImageSetId("a".repeat(64)),
-        state: NodeState::Healthy,
-        since: Utc::now(),
-        message: "in sync".into(),
-        agent: "test".into(),
-        updated: Utc::now(),
-    }
-}
+use common::{
+    GitDaemon, TempDir, example_remote as remote, free_port, git, status_record as record,
+};
 
 #[test]
 fn reads_the_release_tip_without_a_working_tree() {

@@ -9,12 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use chrono::Utc;
-use gitfleet::config::fleet::{ImageSetId, NodeId};
 use gitfleet::core::status::{NodeState, StatusRecord};
 use gitfleet::git::{GitAuth, Mirror, Secret};
 
-use common::{TempDir, example_remote, free_port, git};
+use common::{TempDir, example_remote, free_port, git, status_record as record};
 
 /// Runs a command that must succeed (key and certificate generation).
 fn run(program: &str, args: &[&str]) {
@@ -110,20 +108,6 @@ fn wait_for_port(port: u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("nothing listens on 127.0.0.1:{port}");
-}
-
-fn record(node: &str) -> StatusRecord {
-    StatusRecord {
-        node: NodeId::from(node),
-        batch: "eu".into(),
-        release: "0".repeat(40),
-        images: ImageSetId("a".repeat(64)),
-        state: NodeState::Healthy,
-        since: Utc::now(),
-        message: "in sync".into(),
-        agent: "test".into(),
-        updated: Utc::now(),
-    }
 }
 
 /// The record the remote's status branch holds for `node`, read with the real `git`.

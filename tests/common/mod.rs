@@ -64,6 +64,21 @@ pub fn example_remote(root: &Path) -> PathBuf {
     bare
 }
 
+/// A healthy status record of `node` in batch `eu`.
+pub fn status_record(node: &str) -> gitfleet::core::status::StatusRecord {
+    gitfleet::core::status::StatusRecord {
+        node: gitfleet::config::fleet::NodeId::from(node),
+        batch: "eu".into(),
+        release: "0".repeat(40),
+        images: gitfleet::config::fleet::ImageSetId("a".repeat(64)),
+        state: gitfleet::core::status::NodeState::Healthy,
+        since: chrono::Utc::now(),
+        message: "in sync".into(),
+        agent: "test".into(),
+        updated: chrono::Utc::now(),
+    }
+}
+
 /// The images `scripts/testenv up` pushed to the local registry, pinned by digest.
 pub struct TestImages {
     pub healthy: String,
