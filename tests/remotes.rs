@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use gitfleet::core::status::{NodeState, StatusRecord};
+use gitfleet::core::status::NodeState;
 use gitfleet::git::{GitAuth, Mirror, Secret};
 
 use common::{TempDir, example_remote, free_port, git, status_record as record};
