@@ -76,9 +76,17 @@ pub enum Command {
     /// configuration error, 3 rejected release.
     Agent(AgentArgs),
 
-    /// What this node would do now, and when: its batch, what blocks it, its next
-    /// windows in its own time and in UTC.
+    /// When the release reaches whom: with --node, what that node would do now and its
+    /// next windows; without, the fleet's timeline, batch by batch, in each node's time
+    /// and in UTC.
     Plan(PlanArgs),
+
+    /// Where the release stands across the fleet, from the status branch alone.
+    ///
+    /// A summary (release, healthy/total, failed, halted, the batch in progress), then
+    /// every batch with its nodes. Exit codes: 0 no node failed and the rollout is not
+    /// halted, 1 it is halted or a node failed, 2 usage error or unreachable repository.
+    Status(StatusArgs),
 }
 
 /// Which fleet repository and branch, and how to authenticate to it.
@@ -132,7 +140,19 @@ pub struct NodeRemoteArgs {
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     #[command(flatten)]
-    pub remote: NodeRemoteArgs,
+    pub repo: RepoArgs,
+
+    /// The node to plan for; without it, the whole fleet's timeline.
+    #[arg(long, value_name = "ID")]
+    pub node: Option<String>,
+
+    /// The node's IANA timezone when fleet.toml gives none; default: TZ, else the host's.
+    #[arg(long, value_name = "TZ", env = "GITFLEET_TIMEZONE")]
+    pub timezone: Option<String>,
+
+    /// For the fleet timeline: how long a node takes to converge, before `monitor`.
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub converge_time: String,
 
     /// A state directory to read the node's running and known-good image sets from
     /// (on the node itself); without it the node is assumed to run nothing yet.
@@ -173,6 +193,36 @@ pub struct AgentArgs {
     /// File holding the webhook secret; without it every POST /hook is refused.
     #[arg(long, value_name = "FILE", env = "GITFLEET_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+
+    /// `table` for people (coloured on a terminal unless NO_COLOR is set), `json` for
+    /// tools (schema in docs/status.md; one object a line with --watch).
+    #[arg(long, value_enum, default_value_t = StatusFormat::Table)]
+    pub format: StatusFormat,
+
+    /// Show progress on this release instead of the branch's tip: a commit id or a
+    /// revision such as `release~1`.
+    #[arg(long, value_name = "REV")]
+    pub release: Option<String>,
+
+    /// Keep watching: fetch every --interval and redraw when a branch moves.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// How often --watch fetches.
+    #[arg(long, default_value = "5s")]
+    pub interval: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    Table,
+    Json,
 }
 
 /// Where a node's stack comes from (a working tree) and where it runs.

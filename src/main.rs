@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Apply(args) => commands::apply::run(args),
         Command::Agent(args) => commands::agent::run(args),
         Command::Plan(args) => commands::plan::run(args),
+        Command::Status(args) => commands::status::run(args),
     };
     ExitCode::from(code)
 }

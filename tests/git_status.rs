@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use gitfleet::config::{Interpolation, load_repo};
+use gitfleet::core::status::NodeState;
 use gitfleet::git::{Mirror, Pushed};
 
 use common::{
@@ -135,6 +136,125 @@ fn plan_names_the_batch_the_blockers_and_the_window_in_node_time_and_utc() {
     );
     assert!(
         text.contains("waiting for batch `canary`; pending (never reported): eu-fra-1, us-nyc-1"),
+        "{text}"
+    );
+}
+
+/// The example remote with a second release on top, and records for the canary: one
+/// node healthy at the tip, one failed (the example allows no failure: halted).
+fn remote_with_a_failed_canary(root: &Path) -> (std::path::PathBuf, String, String) {
+    let bare = remote(root);
+    let work = root.join("work");
+    let first = git(&work, &["rev-parse", "HEAD"]);
+    std::fs::write(work.join("NOTES"), "second release\n").unwrap();
+    git(&work, &["add", "NOTES"]);
+    git(&work, &["commit", "-q", "-m", "Second release"]);
+    git(&work, &["push", "-q", bare.to_str().unwrap(), "release"]);
+    let tip = git(&work, &["rev-parse", "HEAD"]);
+    let url = format!("file://{}", bare.display());
+    let mirror = Mirror::open(&root.join("writer.git"), &url).unwrap();
+    mirror.fetch(&["release"]).unwrap();
+    let repo = load_repo(&mirror.files(&tip).unwrap(), &Interpolation::default()).unwrap();
+    for (node, state) in [
+        ("eu-fra-1", NodeState::Healthy),
+        ("us-nyc-1", NodeState::Failed),
+    ] {
+        let mut r = record(node);
+        r.batch = "canary".into();
+        r.release = tip.clone();
+        r.images = repo.images.id();
+        r.state = state;
+        mirror.push_record("fleet-status", &r, 3).unwrap();
+    }
+    (bare, first, tip)
+}
+
+fn gitfleet(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn status_shows_the_release_per_batch_with_a_halt_and_a_stable_json_schema() {
+    let root = TempDir::new("git-status-cmd");
+    let (bare, first, tip) = remote_with_a_failed_canary(root.path());
+    let url = format!("file://{}", bare.display());
+
+    let (code, text) = gitfleet(&["status", "--repo", &url]);
+    assert_eq!(code, Some(1), "a failed node and a halt exit 1: {text}");
+    assert!(text.contains(&format!("release {}", &tip[..12])), "{text}");
+    assert!(
+        text.contains("1/2 healthy, 1 failed; HALTED in batch canary"),
+        "{text}"
+    );
+    let row = |node: &str| {
+        text.lines()
+            .find(|l| l.contains(node))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("eu-fra-1")[..4], ["canary", "*", "eu-fra-1", "healthy"]);
+    assert_eq!(row("us-nyc-1")[..2], ["us-nyc-1", "failed"]);
+
+    let (code, json) = gitfleet(&["status", "--repo", &url, "--format", "json"]);
+    assert_eq!(code, Some(1), "{json}");
+    let doc: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    assert_eq!(doc["schema"], 1);
+    assert_eq!(doc["release"], tip.as_str());
+    assert_eq!(doc["halted_in"], "canary");
+    assert_eq!(
+        (doc["healthy"].as_u64(), doc["total"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(doc["batches"][0]["nodes"][1]["view"], "failed");
+    assert_eq!(doc["unreadable_records"], serde_json::json!([]));
+
+    // The previous release: nobody reported it healthy; nothing failed it either.
+    let (code, text) = gitfleet(&["status", "--repo", &url, "--release", "release~1"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("release {}", &first[..12])),
+        "{text}"
+    );
+    let (code, text) = gitfleet(&["status", "--repo", &url, "--release", "nope"]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("no commit `nope`"), "{text}");
+}
+
+#[test]
+fn plan_without_a_node_is_the_fleets_timeline_in_batch_order() {
+    let root = TempDir::new("git-timeline");
+    let (bare, _, _) = remote_with_a_failed_canary(root.path());
+    let url = format!("file://{}", bare.display());
+    let (code, text) = gitfleet(&["plan", "--repo", &url, "--converge-time", "1m"]);
+    assert_eq!(code, Some(0), "{text}");
+    let order: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(". ").filter(|(n, _)| n.parse::<u32>().is_ok()))
+        .map(|(_, rest)| rest.split_whitespace().next().unwrap_or_default())
+        .collect();
+    assert_eq!(order, ["canary", "eu", "americas", "apac"], "{text}");
+    assert!(text.contains("assuming 1m to converge"), "{text}");
+    let line = |node: &str| text.lines().find(|l| l.contains(node)).unwrap_or_default();
+    assert!(
+        line("eu-fra-1").contains("Europe/Berlin") && line("eu-fra-1").contains("healthy since"),
+        "{text}"
+    );
+    assert!(line("us-nyc-1").contains("failed"), "{text}");
+    assert!(
+        text.contains("2. eu (window nightly): never done at this rate"),
         "{text}"
     );
 }

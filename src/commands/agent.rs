@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 
-use super::{exit, git_auth, runtime};
+use super::remote::git_auth;
+use super::{exit, runtime};
 use crate::agent::{Agent, Settings};
 use crate::cli::AgentArgs;
 use crate::config::duration::{DURATION_HELP, parse_duration};

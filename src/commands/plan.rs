@@ -1,17 +1,21 @@
-//! `gitfleet plan --repo URL --node ID`: the node's batch, what blocks it, its windows.
+//! `gitfleet plan --repo URL [--node ID]`: with a node, its batch, what blocks it and its
+//! windows; without, the fleet's timeline for the release.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 
 use super::agent::timezone;
-use super::{exit, open_mirror};
+use super::exit;
+use super::remote::{FleetRelease, ScratchMirror, read_records, read_release};
 use crate::cli::PlanArgs;
+use crate::config::FleetRepo;
+use crate::config::duration::{DURATION_HELP, format_duration, parse_duration};
 use crate::config::fleet::NodeId;
-use crate::config::{Interpolation, load_repo};
 use crate::core::batch::Tip;
 use crate::core::decide::{Desired, Inputs, LocalFacts, decide};
-use crate::core::plan::{node_timezone, plan_node};
+use crate::core::plan::{Eta, fleet_timeline, node_timezone, plan_node};
+use crate::core::status::StatusRecord;
 use crate::core::window::WindowState;
-use crate::git::{Mirror, redact_url};
 use crate::state::LocalState;
 
 pub fn run(args: &PlanArgs) -> u8 {
@@ -26,56 +30,59 @@ fn fail(message: impl std::fmt::Display) -> u8 {
 }
 
 fn plan(args: &PlanArgs) -> Result<u8, u8> {
-    let node = NodeId(args.remote.node.clone());
-    let fallback_tz = timezone(args.remote.timezone.as_deref()).map_err(fail)?;
-    let scratch = std::env::temp_dir().join(format!("gitfleet-plan-{}", std::process::id()));
-    let mirror_dir = match &args.state_dir {
-        Some(dir) => dir.join("mirror.git"),
-        None => scratch.clone(),
-    };
-    let mirror = open_mirror(&args.remote.repo, &mirror_dir).map_err(fail)?;
-    let result = plan_with(args, &node, fallback_tz, &mirror);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
-}
-
-fn plan_with(
-    args: &PlanArgs,
-    node: &NodeId,
-    fallback_tz: chrono_tz::Tz,
-    mirror: &Mirror,
-) -> Result<u8, u8> {
-    let branch = &args.remote.repo.branch;
-    mirror.fetch(&[branch]).map_err(fail)?;
-    let tip = mirror.tip(branch).map_err(fail)?.ok_or_else(|| {
+    let fallback_tz = timezone(args.timezone.as_deref()).map_err(fail)?;
+    let converge = parse_duration(&args.converge_time).map_err(|_| {
         fail(format!(
-            "branch `{}` does not exist in {}",
-            branch,
-            redact_url(&args.remote.repo.url)
+            "--converge-time `{}`: {DURATION_HELP}",
+            args.converge_time
         ))
     })?;
-    let files = mirror.files(&tip).map_err(fail)?;
-    let vars = Interpolation {
-        env: std::env::vars().collect(),
-        node: node.clone(),
-        release: tip.clone(),
-    };
-    let repo = match load_repo(&files, &vars) {
+    let node = NodeId(args.node.clone().unwrap_or_else(|| "plan".to_string()));
+    let scratch = ScratchMirror::open(&args.repo, args.state_dir.as_deref()).map_err(fail)?;
+    let mirror = &scratch.mirror;
+    let release = read_release(mirror, &args.repo, None, &node).map_err(fail)?;
+    let repo = match &release.repo {
         Ok(repo) => repo,
         Err(diags) => {
-            println!("release {}: rejected\n{diags}", &tip[..12.min(tip.len())]);
+            println!("release {}: rejected\n{diags}", release.short());
             return Ok(exit::REJECTED);
         }
     };
-    let fleet = &repo.fleet;
-    mirror.fetch(&[&fleet.status_branch]).map_err(fail)?;
-    let (records, _) = mirror.records(&fleet.status_branch).map_err(fail)?;
-    let local = match &args.state_dir {
-        Some(dir) => LocalState::load(dir).map_err(fail)?,
-        None => LocalState::default(),
-    };
-    let tz = node_timezone(fleet, node, fallback_tz);
+    let (records, _) = read_records(mirror, &repo.fleet.status_branch).map_err(fail)?;
     let now = Utc::now();
+    match &args.node {
+        Some(_) => {
+            let local = match &args.state_dir {
+                Some(dir) => LocalState::load(dir).map_err(fail)?,
+                None => LocalState::default(),
+            };
+            let tz = node_timezone(&repo.fleet, &node, fallback_tz);
+            print_node_plan(&release, repo, &records, &local, &node, tz, now);
+        }
+        None => print_fleet_timeline(&release, repo, &records, now, converge),
+    }
+    Ok(exit::OK)
+}
+
+/// `t` in `tz` and in UTC.
+fn both(t: DateTime<Utc>, tz: Tz) -> String {
+    format!(
+        "{} ({})",
+        t.with_timezone(&tz).format("%a %Y-%m-%d %H:%M %Z"),
+        t.format("%a %H:%M UTC")
+    )
+}
+
+fn print_node_plan(
+    release: &FleetRelease,
+    repo: &FleetRepo,
+    records: &[StatusRecord],
+    local: &LocalState,
+    node: &NodeId,
+    tz: Tz,
+    now: DateTime<Utc>,
+) {
+    let fleet = &repo.fleet;
     let plan = plan_node(fleet, node, tz, now, 3);
     let images = repo.images.id();
     let facts = LocalFacts {
@@ -86,29 +93,22 @@ fn plan_with(
     let decision = decide(&Inputs {
         desired: Desired::Admitted {
             release: Tip {
-                commit: &tip,
-                committed: mirror.committed(&tip).map_err(fail)?,
+                commit: &release.commit,
+                committed: release.committed,
             },
             fleet,
             images: &images,
         },
         node,
         timezone: tz,
-        records: &records,
+        records,
         local: &facts,
         now,
     });
-    let both = |t: chrono::DateTime<Utc>| {
-        format!(
-            "{} ({})",
-            t.with_timezone(&tz).format("%a %Y-%m-%d %H:%M %Z"),
-            t.format("%a %H:%M UTC")
-        )
-    };
     println!("node {node} (timezone {tz})");
     println!(
         "  release   {} (image set {})",
-        &tip[..12.min(tip.len())],
+        release.short(),
         images.short()
     );
     println!(
@@ -119,13 +119,13 @@ fn plan_with(
     );
     let window_now = match plan.window_now {
         WindowState::Open { closes_at: None } => "open (always)".to_string(),
-        WindowState::Open { closes_at: Some(t) } => format!("open until {}", both(t)),
-        WindowState::Closed { opens_at: Some(t) } => format!("closed; opens {}", both(t)),
+        WindowState::Open { closes_at: Some(t) } => format!("open until {}", both(t, tz)),
+        WindowState::Closed { opens_at: Some(t) } => format!("closed; opens {}", both(t, tz)),
         WindowState::Closed { opens_at: None } => "closed; never opens again".to_string(),
     };
     println!("  window    {}: {window_now}", plan.window);
     for o in &plan.next {
-        println!("            {} .. {}", both(o.start), both(o.end));
+        println!("            {} .. {}", both(o.start, tz), both(o.end, tz));
     }
     if plan.held {
         println!("  held      yes (hold = true)");
@@ -135,5 +135,73 @@ fn plan_with(
         decision.verdict.state(),
         decision.verdict.message(tz)
     );
-    Ok(exit::OK)
+}
+
+fn print_fleet_timeline(
+    release: &FleetRelease,
+    repo: &FleetRepo,
+    records: &[StatusRecord],
+    now: DateTime<Utc>,
+    converge: std::time::Duration,
+) {
+    let fleet = &repo.fleet;
+    let images = repo.images.id();
+    let tip = Tip {
+        commit: &release.commit,
+        committed: release.committed,
+    };
+    let timeline = fleet_timeline(fleet, records, &tip, &images, now, converge);
+    println!(
+        "release {} (image set {}), now {}",
+        release.short(),
+        images.short(),
+        now.format("%a %Y-%m-%d %H:%M UTC")
+    );
+    println!(
+        "assuming {} to converge + {} monitor per node, {} bake between batches",
+        format_duration(converge),
+        format_duration(fleet.rollout.monitor),
+        format_duration(fleet.rollout.bake)
+    );
+    let width = timeline
+        .iter()
+        .flat_map(|b| &b.nodes)
+        .map(|n| n.node.as_str().len())
+        .max()
+        .unwrap_or(4);
+    for (i, batch) in timeline.iter().enumerate() {
+        let done = match batch.done {
+            Some(t) if t <= now => "done".to_string(),
+            Some(t) => format!("done by ~{}", t.format("%a %Y-%m-%d %H:%M UTC")),
+            None => "never done at this rate".to_string(),
+        };
+        println!(
+            "\n{}. {} (window {}): {done}",
+            i + 1,
+            batch.name,
+            batch.window
+        );
+        if batch.nodes.is_empty() {
+            println!("   no known node (nodes matched by pattern appear once they report)");
+        }
+        for n in &batch.nodes {
+            let tz = n.timezone.unwrap_or(chrono_tz::UTC);
+            let zone = match n.timezone {
+                Some(tz) => tz.name().to_string(),
+                None => "UTC?".to_string(),
+            };
+            let what = match &n.eta {
+                Eta::Done(since) => format!("healthy since {}", both(*since, tz)),
+                Eta::Expected { start, done } => format!(
+                    "starts {}, through the gate ~{}",
+                    both(*start, tz),
+                    done.format("%H:%M UTC")
+                ),
+                Eta::Failed => "failed; waits for a new commit".to_string(),
+                Eta::Skipped(why) => format!("skipped ({why})"),
+                Eta::Never(why) => format!("never: {why}"),
+            };
+            println!("   {:<width$}  {zone:<20} {what}", n.node.as_str());
+        }
+    }
 }

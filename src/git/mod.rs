@@ -155,6 +155,27 @@ impl Mirror {
         }
     }
 
+    /// The commit `rev` names: a commit id (full or abbreviated), or a revision on the
+    /// fetched branches (`release~2`, `HEAD^` meaning `branch`'s tip).
+    pub fn resolve(&self, rev: &str, branch: &str) -> Result<String, GitError> {
+        let repo = self.repo()?;
+        let rev = rev.trim();
+        let candidates = [
+            rev.to_string(),
+            format!("refs/remotes/origin/{rev}"),
+            rev.replacen("HEAD", &format!("refs/remotes/origin/{branch}"), 1),
+        ];
+        candidates
+            .iter()
+            .find_map(|c| repo.revparse_single(c).ok()?.peel_to_commit().ok())
+            .map(|c| c.id().to_string())
+            .ok_or_else(|| GitError::Local {
+                reason: format!(
+                    "no commit `{rev}` in the fetched branches (give a commit id or e.g. `{branch}~1`)"
+                ),
+            })
+    }
+
     /// When `commit` was committed (its committer time: for a merge, when it was merged).
     pub fn committed(&self, commit: &str) -> Result<chrono::DateTime<chrono::Utc>, GitError> {
         let repo = self.repo()?;
