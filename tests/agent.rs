@@ -89,14 +89,7 @@ impl Fleet {
             .arg(self.state())
             .output()
             .unwrap();
-        (
-            out.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        (out.status.code(), common::output_text(&out))
     }
 
     fn try_record(&self) -> Option<StatusRecord> {

@@ -57,14 +57,7 @@ impl Node {
             cmd.env("GITFLEET_TEST_FAILPOINT", fp);
         }
         let out = cmd.output().unwrap();
-        (
-            out.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        (out.status.code(), common::output_text(&out))
     }
 }
 

@@ -175,14 +175,7 @@ fn gitfleet(args: &[&str]) -> (Option<i32>, String) {
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.code(), common::output_text(&out))
 }
 
 #[test]

@@ -323,13 +323,7 @@ fn plan(args: &[&str], envs: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use common::output_text as text;
 
 #[test]
 fn https_remote_with_a_token_from_a_file_or_the_environment_and_a_private_ca() {

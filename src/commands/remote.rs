@@ -157,10 +157,7 @@ pub(crate) fn read_release(
 }
 
 /// Fetches the status branch and reads every record (and the unreadable ones).
-pub(crate) fn read_records(
-    mirror: &Mirror,
-    status_branch: &str,
-) -> Result<Records, String> {
+pub(crate) fn read_records(mirror: &Mirror, status_branch: &str) -> Result<Records, String> {
     mirror.fetch(&[status_branch]).map_err(|e| e.to_string())?;
     mirror.records(status_branch).map_err(|e| e.to_string())
 }

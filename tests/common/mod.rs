@@ -120,6 +120,15 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A command's stdout then stderr, as one text for assertions.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Runs the real `git` in `dir` as an operator would; returns its trimmed stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
