@@ -16,6 +16,7 @@ use crate::core::batch::Tip;
 use crate::core::decide::{Decision, Desired, Inputs, LocalFacts, RestoreReason, Verdict, decide};
 use crate::core::plan::node_timezone;
 use crate::core::status::{NodeState, StatusRecord};
+use crate::core::window::{WindowState, state_at as window_state};
 use crate::engine::apply::{Outcome, Release, apply};
 use crate::engine::converge::observe;
 use crate::engine::converge::pull_all;
@@ -24,6 +25,7 @@ use crate::engine::plan::{ServiceAction, plan};
 use crate::engine::spec::ProjectSpec;
 use crate::engine::spec::{Sources, project_spec};
 use crate::git::{GitAuth, GitError, Mirror, redact_url};
+use crate::metrics::metrics;
 use crate::state::{LocalState, Outbox, materialize, project_dir};
 use futures_util::StreamExt;
 
@@ -61,6 +63,8 @@ pub struct Agent {
     engine: DockerEngine,
     /// Woken by a verified webhook: fetch and reconcile now.
     trigger: Arc<Notify>,
+    /// Whether the last reconcile succeeded (`GET /readyz`).
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Runs a blocking Git call off the async runtime.
@@ -84,12 +88,18 @@ impl Agent {
             mirror,
             engine,
             trigger: Arc::new(Notify::new()),
+            ready: Arc::default(),
         })
     }
 
     /// What the listener wakes when a signed push webhook arrives.
     pub fn trigger(&self) -> Arc<Notify> {
         self.trigger.clone()
+    }
+
+    /// Whether the last reconcile succeeded, for the listener's `/readyz`.
+    pub fn readiness(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.ready.clone()
     }
 
     /// One full reconcile, including the health gate of a converge.
@@ -183,6 +193,14 @@ impl Agent {
             local: &facts,
             now,
         });
+        metrics().release(&tip, images.short());
+        if let Ok(repo) = &desired {
+            let window = &repo.fleet.batch_of(&s.node).window;
+            match window_state(window, timezone, now) {
+                WindowState::Open { .. } => metrics().window(true, None),
+                WindowState::Closed { opens_at } => metrics().window(false, opens_at),
+            }
+        }
         let mut state = decision.verdict.state();
         tracing::Span::current().record("decision", tracing::field::display(&state));
         let mut message = decision.verdict.message(timezone);
@@ -260,6 +278,7 @@ impl Agent {
                 let previous = self.load_release(&known.release).await?;
                 match self.apply_release(&previous, &known.release).await {
                     Ok(Outcome::Healthy { .. }) => {
+                        metrics().rolled_back();
                         local.healthy(&known.release, &known.images, references(&previous))
                     }
                     Ok(Outcome::Restored { service, reason }) => {
@@ -412,9 +431,13 @@ impl Agent {
             rollout: &repo.fleet.rollout,
             probes: &repo.fleet.health,
         };
-        apply(&self.engine, &release)
+        let outcome = apply(&self.engine, &release)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        if let Outcome::Restored { service, .. } = &outcome {
+            metrics().gate_failed(service);
+        }
+        Ok(outcome)
     }
 
     /// What differs between the running containers and the release (rule 8): a
@@ -520,8 +543,14 @@ impl Agent {
                 release = tracing::field::Empty,
                 decision = tracing::field::Empty,
             );
+            let started = std::time::Instant::now();
             let (next, project) = async {
-                match self.reconcile().await {
+                let result = self.reconcile().await;
+                let state = result.as_ref().ok().map(|r| r.state);
+                metrics().reconciled(state, started.elapsed(), Utc::now());
+                self.ready
+                    .store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
+                match result {
                     Ok(r) => {
                         tracing::info!(state = %r.state, message = %r.message, "reconciled");
                         (r.recheck_at, r.project)

@@ -13,4 +13,5 @@ pub mod engine;
 pub mod git;
 pub mod hmac;
 pub mod listener;
+pub mod metrics;
 pub mod state;

@@ -1,13 +1,16 @@
 //! The agent's HTTP listener (`--listen`, default 127.0.0.1:9469): `POST /hook` for a
-//! Git host's push webhook, `GET /healthz`. Deliberately tiny: HTTP/1.1 requests with
-//! a `Content-Length` body of at most 1 MiB, one per connection.
+//! Git host's push webhook, `GET /metrics` (Prometheus), `GET /healthz` (the process
+//! answers) and `GET /readyz` (the last reconcile succeeded). Deliberately tiny:
+//! HTTP/1.1 requests with a `Content-Length` body of at most 1 MiB, one per connection.
 //!
 //! A hook is accepted only with a valid GitHub-style `X-Hub-Signature-256`
 //! (`sha256=<hex HMAC-SHA256 of the body>`), compared in constant time; without a
 //! configured secret every hook is refused.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -16,6 +19,7 @@ use tokio::sync::Notify;
 
 use crate::config::fleet::hex;
 use crate::hmac::hmac;
+use crate::metrics::metrics;
 
 /// Largest webhook body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -28,29 +32,33 @@ pub fn signature_valid(secret: &[u8], body: &[u8], header: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Serves until the process ends; a valid hook wakes `trigger`.
-pub async fn serve(listener: TcpListener, secret: Option<Arc<Vec<u8>>>, trigger: Arc<Notify>) {
+/// What the listener answers with: the webhook secret, what a valid hook wakes, and
+/// the agent's readiness.
+#[derive(Clone)]
+pub struct Endpoints {
+    pub secret: Option<Arc<Vec<u8>>>,
+    pub trigger: Arc<Notify>,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// Serves until the process ends.
+pub async fn serve(listener: TcpListener, endpoints: Endpoints) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let (secret, trigger) = (secret.clone(), trigger.clone());
+        let endpoints = endpoints.clone();
         tokio::spawn(async move {
-            if let Err(e) =
-                handle(stream, peer, secret.as_deref().map(Vec::as_slice), &trigger).await
-            {
+            if let Err(e) = handle(stream, peer, &endpoints).await {
                 tracing::warn!(%peer, error = %e, "listener");
             }
         });
     }
 }
 
-async fn handle(
-    stream: TcpStream,
-    peer: SocketAddr,
-    secret: Option<&[u8]>,
-    trigger: &Notify,
-) -> std::io::Result<()> {
+const TEXT: &str = "text/plain; charset=utf-8";
+
+async fn handle(stream: TcpStream, peer: SocketAddr, endpoints: &Endpoints) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     reader.read_line(&mut request_line).await?;
@@ -71,19 +79,34 @@ async fn handle(
             }
         }
     }
-    let (status, body) = match (method, path) {
-        ("GET", "/healthz") => ("200 OK", "ok\n"),
-        ("POST", "/hook") if length > MAX_BODY => ("413 Payload Too Large", "body too large\n"),
+    let (status, content_type, body): (&str, &str, Cow<str>) = match (method, path) {
+        ("GET", "/healthz") => ("200 OK", TEXT, "ok\n".into()),
+        ("GET", "/readyz") if endpoints.ready.load(Ordering::Relaxed) => {
+            ("200 OK", TEXT, "ready\n".into())
+        }
+        ("GET", "/readyz") => (
+            "503 Service Unavailable",
+            TEXT,
+            "not ready: no reconcile has succeeded since the last failure (see the logs)\n".into(),
+        ),
+        ("GET", "/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics().encode().into(),
+        ),
+        ("POST", "/hook") if length > MAX_BODY => {
+            ("413 Payload Too Large", TEXT, "body too large\n".into())
+        }
         ("POST", "/hook") => {
             let mut payload = vec![0u8; length];
             reader.read_exact(&mut payload).await?;
-            match (secret, signature) {
+            let (status, body) = match (endpoints.secret.as_deref(), signature) {
                 (None, _) => (
                     "403 Forbidden",
                     "no webhook secret is configured (--webhook-secret-file)\n",
                 ),
                 (Some(secret), Some(sig)) if signature_valid(secret, &payload, &sig) => {
-                    trigger.notify_one();
+                    endpoints.trigger.notify_one();
                     ("202 Accepted", "fetching\n")
                 }
                 _ => {
@@ -93,12 +116,13 @@ async fn handle(
                     );
                     ("401 Unauthorized", "bad signature\n")
                 }
-            }
+            };
+            (status, TEXT, body.into())
         }
-        _ => ("404 Not Found", "not found\n"),
+        _ => ("404 Not Found", TEXT, "not found\n".into()),
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     reader.get_mut().write_all(response.as_bytes()).await

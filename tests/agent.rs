@@ -274,22 +274,32 @@ async fn older_pulled_images_are_pruned_and_the_previous_release_kept() {
 }
 
 /// POSTs `body` to the agent's /hook with `signature`; returns the HTTP status code.
-fn post_hook(port: u16, body: &str, signature: &str) -> u16 {
+/// One HTTP request to the agent's listener: (status code, body).
+fn http(port: u16, request: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "POST /hook HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
-    answer
+    let code = answer
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (code, body.to_string())
+}
+
+fn post_hook(port: u16, body: &str, signature: &str) -> u16 {
+    let request = format!(
+        "POST /hook HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    http(port, &request).0
+}
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    http(port, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
 }
 
 #[tokio::test]
@@ -357,6 +367,29 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
     fleet.wait_for_record("the second release", |r| {
         r.release == second && r.state == NodeState::Healthy
     });
+
+    // The same listener serves readiness and Prometheus metrics.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let metrics = loop {
+        let (code, text) = get(port, "/metrics");
+        assert_eq!(code, 200, "{text}");
+        if text.contains(&format!("release=\"{second}\"")) {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    for series in [
+        "gitfleet_reconciles_total{result=\"healthy\"}",
+        "gitfleet_node_state{state=\"healthy\"} 1",
+        "gitfleet_window_open 1",
+        "gitfleet_git_fetch_duration_seconds_count",
+        "gitfleet_last_reconcile_timestamp_seconds",
+    ] {
+        assert!(metrics.contains(series), "no {series} in\n{metrics}");
+    }
+    assert_eq!(get(port, "/readyz"), (200, "ready\n".to_string()));
+    assert_eq!(get(port, "/healthz").0, 200);
 
     assert_eq!(agent.terminate(), Some(0), "SIGTERM ends the agent cleanly");
     fleet.cleanup(&engine).await;

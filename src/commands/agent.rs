@@ -106,7 +106,12 @@ fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
                 let listener = tokio::net::TcpListener::bind(&args.listen)
                     .await
                     .map_err(|e| usage(format!("--listen {}: {e} (another agent there? give each its own --listen, or `none`)", args.listen)))?;
-                tokio::spawn(listener::serve(listener, secret, agent.trigger()));
+                let endpoints = listener::Endpoints {
+                    secret,
+                    trigger: agent.trigger(),
+                    ready: agent.readiness(),
+                };
+                tokio::spawn(listener::serve(listener, endpoints));
             }
             agent.run(shutdown_signal()).await;
             return Ok(exit::OK);

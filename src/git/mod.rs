@@ -132,7 +132,9 @@ impl Mirror {
         let mut options = FetchOptions::new();
         options.download_tags(git2::AutotagOption::None);
         options.remote_callbacks(self.auth.callbacks(&self.url, &refusal));
+        let started = std::time::Instant::now();
         let result = remote.fetch(&refspecs, Some(&mut options), None);
+        crate::metrics::metrics().fetched(started.elapsed());
         drop(options);
         result.map_err(|e| GitError::Unreachable {
             url: self.url.clone(),
@@ -249,7 +251,7 @@ impl Mirror {
             };
             match result {
                 Ok(pushed) => return Ok(pushed),
-                Err(PushError::Race) => {}
+                Err(PushError::Race) => crate::metrics::metrics().push_retried(),
                 Err(PushError::Refused(reason)) => return Err(GitError::Refused { reason }),
                 Err(PushError::Unreachable(reason))
                     if transient >= 4 || attempt + 1 == attempts =>
