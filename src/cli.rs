@@ -81,6 +81,12 @@ pub enum Command {
     /// and in UTC.
     Plan(PlanArgs),
 
+    /// Print a shell completion script: `gitfleet completions bash > /etc/bash_completion.d/gitfleet`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
     /// Where the release stands across the fleet, from the status branch alone.
     ///
     /// A summary (release, healthy/total, failed, halted, the batch in progress), then
@@ -193,6 +199,16 @@ pub struct AgentArgs {
     /// File holding the webhook secret; without it every POST /hook is refused.
     #[arg(long, value_name = "FILE", env = "GITFLEET_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
+
+    /// Configuration file (TOML; keys are the flags' names with `_`, e.g.
+    /// `state_dir = "/srv/gitfleet"`). Flags and GITFLEET_* variables override it.
+    /// Default: /etc/gitfleet/agent.toml when it exists.
+    #[arg(long, value_name = "FILE", env = "GITFLEET_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration (secrets masked) and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,11 +1,13 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use gitfleet::cli::{Cli, Command, LogFormat};
 use gitfleet::commands;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match commands::agent_config::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(cli.log_level);
@@ -20,6 +22,11 @@ fn main() -> ExitCode {
         Command::Agent(args) => commands::agent::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Status(args) => commands::status::run(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "gitfleet", &mut std::io::stdout());
+            commands::exit::OK
+        }
     };
     ExitCode::from(code)
 }

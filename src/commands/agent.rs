@@ -60,6 +60,10 @@ pub(crate) fn timezone(flag: Option<&str>) -> Result<Tz, String> {
 }
 
 fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
+    if args.print_config {
+        print!("{}", super::agent_config::print(args));
+        return Ok(exit::OK);
+    }
     if !is_node_id(&args.remote.node) {
         return Err(usage(format!(
             "--node `{}` is not a valid node id (letters, digits, `-`, `_`, `.`)",

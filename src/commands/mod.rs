@@ -1,6 +1,7 @@
 //! One module per subcommand; each returns the process exit code.
 
 pub mod agent;
+pub mod agent_config;
 pub mod apply;
 pub mod check;
 pub mod diff;
