@@ -25,7 +25,7 @@ fn flags_beat_the_environment_which_beats_the_file() {
     std::fs::write(
         &file,
         "repo = \"https://bot:s3cret-in-url@git.example.com/fleet.git\"\n\
-         node = \"from-file\"\ninterval = \"5m\"\nproject = \"shop\"\nstate_dir = \"/srv/gf\"\n",
+         node = \"from-file\"\ninterval = \"5m\"\nproject = \"shop\"\nstate_dir = \"/srv/gf\"\nlog_level = \"warn\"\n",
     )
     .unwrap();
     let config = file.to_str().unwrap();

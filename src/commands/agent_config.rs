@@ -49,6 +49,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
     // (file key, argument id, flag): `state_dir`, `state_dir`, `--state-dir`.
     let known: Vec<(String, String, String)> = agent_command
         .get_arguments()
+        .chain(command.get_arguments().filter(|a| a.is_global_set()))
         .filter_map(|a| {
             let long = a.get_long()?;
             Some((
