@@ -65,6 +65,10 @@ pub struct Agent {
     trigger: Arc<Notify>,
     /// Whether the last reconcile succeeded (`GET /readyz`).
     ready: Arc<std::sync::atomic::AtomicBool>,
+    /// The fleet name and `[notify]` of the last admitted release.
+    last_notify: std::sync::Mutex<Option<(String, crate::config::fleet::Notify)>>,
+    /// Notifications on their way.
+    notifications: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Runs a blocking Git call off the async runtime.
@@ -89,6 +93,8 @@ impl Agent {
             engine,
             trigger: Arc::new(Notify::new()),
             ready: Arc::default(),
+            last_notify: std::sync::Mutex::default(),
+            notifications: std::sync::Mutex::default(),
         })
     }
 
@@ -325,6 +331,10 @@ impl Agent {
             o.state != record.state || o.release != record.release || o.images != record.images
         });
         let heartbeat_due = own.as_ref().is_none_or(|o| now - o.updated >= HEARTBEAT);
+        if changed {
+            self.notify(desired.as_ref().ok().copied(), &local, &record)
+                .await;
+        }
         if changed || heartbeat_due || force_report {
             self.report(&status_branch, record).await?;
         }
@@ -506,6 +516,57 @@ impl Agent {
                 Outbox::new(&self.settings.state_dir).put(&record)
             }
         }
+    }
+
+    /// Tells the `[notify]` receiver about a state change, in the background. A rejected
+    /// release has no valid `[notify]` of its own: the last admitted one's is used (after
+    /// a restart, the last known-good release's).
+    async fn notify(
+        &self,
+        admitted: Option<&FleetRepo>,
+        local: &LocalState,
+        record: &StatusRecord,
+    ) {
+        let known = match admitted {
+            Some(repo) => Some(repo.clone()),
+            None if self.last_notify.lock().is_ok_and(|l| l.is_none()) => {
+                match local.known_good.last() {
+                    Some(k) => self.load_release(&k.release).await.ok(),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let Ok(mut last) = self.last_notify.lock() else {
+            return;
+        };
+        if let Some(repo) = known {
+            *last = repo
+                .fleet
+                .notify
+                .clone()
+                .map(|n| (repo.fleet.name.clone(), n));
+        }
+        let Some((fleet, notify)) = last.as_ref() else {
+            return;
+        };
+        if let Some(sending) = crate::notify::send(notify, fleet, record)
+            && let Ok(mut pending) = self.notifications.lock()
+        {
+            pending.retain(|h| !h.is_finished());
+            pending.push(sending);
+        }
+    }
+
+    /// Waits (at most a minute) for notifications still being delivered: a one-shot run
+    /// calls this before it exits.
+    pub async fn settle(&self) {
+        let pending: Vec<_> = match self.notifications.lock() {
+            Ok(mut p) => p.drain(..).collect(),
+            Err(_) => return,
+        };
+        let all = futures_util::future::join_all(pending);
+        let _ = tokio::time::timeout(Duration::from_secs(60), all).await;
     }
 
     /// Delivers records kept while the remote was unreachable, oldest first.

@@ -14,4 +14,5 @@ pub mod git;
 pub mod hmac;
 pub mod listener;
 pub mod metrics;
+pub mod notify;
 pub mod state;

@@ -50,7 +50,8 @@ impl Fleet {
             work.join("fleet.toml"),
             format!(
                 "version = 1\n[fleet]\nname = \"shop\"\ncompose = \"stack/compose.yaml\"\n[images]\nweb = \"{web}\"\napi = \"{api}\"\n\
-                 [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"15s\"\n[batches.canary]\nnodes = [\"n1\"]\n"
+                 [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"15s\"\n[batches.canary]\nnodes = [\"n1\"]\n\
+                 [notify]\nurl_env = \"GFT_TEST_NOTIFY_URL\"\nformat = \"json\"\nevents = [\"healthy\", \"failed\", \"rejected\"]\n"
             ),
         )
         .unwrap();
@@ -74,7 +75,12 @@ impl Fleet {
     }
 
     fn agent_once(&self) -> (Option<i32>, String) {
+        self.agent_once_with(&[])
+    }
+
+    fn agent_once_with(&self, env: &[(&str, &str)]) -> (Option<i32>, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+            .envs(env.iter().copied())
             .args([
                 "agent",
                 "--once",
@@ -160,6 +166,38 @@ impl Fleet {
     }
 }
 
+/// A webhook receiver on loopback: its URL, and the bodies it was sent.
+fn notification_receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/notify/T0KEN", listener.local_addr().unwrap());
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = sender.send(String::from_utf8_lossy(&body).into_owned());
+        }
+    });
+    (url, receiver)
+}
+
 async fn ids(engine: &DockerEngine, project: &str) -> Vec<(String, String)> {
     let mut ids: Vec<(String, String)> = observe(engine, project)
         .await
@@ -176,9 +214,24 @@ async fn a_release_converges_reports_healthy_then_rejects_and_fails_safely() {
     let images = test_images();
     let fleet = Fleet::new("once");
     let engine = DockerEngine::connect().await.unwrap();
+    let (notify_url, notifications) = notification_receiver();
+    let notify_env = [("GFT_TEST_NOTIFY_URL", notify_url.as_str())];
+    let notified = |state: &str| {
+        let body = notifications
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a notification");
+        let doc: serde_json::Value = serde_json::from_str(&body).expect(&body);
+        assert_eq!(
+            (doc["node"].as_str(), doc["state"].as_str()),
+            (Some("n1"), Some(state)),
+            "{body}"
+        );
+        assert!(!body.contains(&notify_url));
+    };
 
     let first = fleet.release(&images.healthy, &images.healthy, "First release");
-    let (code, out) = fleet.agent_once();
+    let (code, out) = fleet.agent_once_with(&notify_env);
+    notified("healthy");
     assert_eq!(code, Some(0), "{out}");
     let record = fleet.record();
     assert_eq!(record.state, NodeState::Healthy, "{record:?}");
@@ -200,8 +253,9 @@ async fn a_release_converges_reports_healthy_then_rejects_and_fails_safely() {
         &images.healthy,
         "Unpinned",
     );
-    let (code, out) = fleet.agent_once();
+    let (code, out) = fleet.agent_once_with(&notify_env);
     assert_eq!(code, Some(3), "{out}");
+    notified("rejected");
     let record = fleet.record();
     assert_eq!(
         (record.state, record.release.as_str()),
@@ -216,8 +270,9 @@ async fn a_release_converges_reports_healthy_then_rejects_and_fails_safely() {
 
     // A release that fails its gate: failed, previous containers restored.
     let bad = fleet.release(&images.unhealthy, &images.healthy, "Bad web");
-    let (code, out) = fleet.agent_once();
+    let (code, out) = fleet.agent_once_with(&notify_env);
     assert_eq!(code, Some(1), "{out}");
+    notified("failed");
     let record = fleet.record();
     assert_eq!(
         (record.state, record.release.as_str()),

@@ -118,9 +118,12 @@ fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
                 tokio::spawn(listener::serve(listener, endpoints));
             }
             agent.run(shutdown_signal()).await;
+            agent.settle().await;
             return Ok(exit::OK);
         }
-        match agent.reconcile().await {
+        let result = agent.reconcile().await;
+        agent.settle().await;
+        match result {
             Ok(r) => {
                 println!("{}: {} ({})", args.remote.node, r.state, r.message);
                 Ok(match r.state {
