@@ -100,3 +100,33 @@ fn the_dashboard_and_the_rules_query_only_metrics_the_agent_exports() {
         );
     }
 }
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(deploy("systemd/gitfleet-agent.service")).unwrap();
+    let dir = std::env::temp_dir().join(format!("gitfleet-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("gitfleet-agent.service");
+    // The unit names the installed path; verify it with the binary under test.
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/gitfleet", env!("CARGO_BIN_EXE_gitfleet")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stderr);
+    // Units it depends on (docker.service) may be absent on a test machine.
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.contains("docker.service") && !l.trim().is_empty())
+        .collect();
+    assert!(
+        out.status.success() && problems.is_empty(),
+        "systemd-analyze verify:\n{text}"
+    );
+}
