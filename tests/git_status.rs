@@ -247,7 +247,7 @@ fn plan_without_a_node_is_the_fleets_timeline_in_batch_order() {
     );
     assert!(line("us-nyc-1").contains("failed"), "{text}");
     assert!(
-        text.contains("2. eu (window nightly): never done at this rate"),
+        text.contains("2. eu (window nightly): not done: an earlier batch never finishes"),
         "{text}"
     );
 }

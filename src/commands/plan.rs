@@ -6,7 +6,7 @@ use chrono_tz::Tz;
 
 use super::agent::timezone;
 use super::exit;
-use super::remote::{FleetRelease, ScratchMirror, read_records, read_release};
+use super::remote::{FleetRelease, ScratchMirror, now, read_records, read_release};
 use crate::cli::PlanArgs;
 use crate::config::FleetRepo;
 use crate::config::duration::{DURATION_HELP, format_duration, parse_duration};
@@ -49,7 +49,7 @@ fn plan(args: &PlanArgs) -> Result<u8, u8> {
         }
     };
     let (records, _) = read_records(mirror, &repo.fleet.status_branch).map_err(fail)?;
-    let now = Utc::now();
+    let now = now().map_err(fail)?;
     match &args.node {
         Some(_) => {
             let local = match &args.state_dir {
@@ -64,13 +64,14 @@ fn plan(args: &PlanArgs) -> Result<u8, u8> {
     Ok(exit::OK)
 }
 
-/// `t` in `tz` and in UTC.
+/// `t` in `tz` and, unless `tz` is UTC, in UTC.
 fn both(t: DateTime<Utc>, tz: Tz) -> String {
-    format!(
-        "{} ({})",
-        t.with_timezone(&tz).format("%a %Y-%m-%d %H:%M %Z"),
-        t.format("%a %H:%M UTC")
-    )
+    let local = t.with_timezone(&tz).format("%a %Y-%m-%d %H:%M %Z");
+    if tz == chrono_tz::UTC {
+        local.to_string()
+    } else {
+        format!("{local} ({})", t.format("%a %H:%M UTC"))
+    }
 }
 
 fn print_node_plan(
@@ -173,7 +174,7 @@ fn print_fleet_timeline(
         let done = match batch.done {
             Some(t) if t <= now => "done".to_string(),
             Some(t) => format!("done by ~{}", t.format("%a %Y-%m-%d %H:%M UTC")),
-            None => "never done at this rate".to_string(),
+            None => format!("not done: {}", batch.blocked.unwrap_or("unknown")),
         };
         println!(
             "\n{}. {} (window {}): {done}",

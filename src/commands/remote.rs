@@ -73,6 +73,19 @@ pub(crate) fn open_mirror(args: &RepoArgs, dir: &std::path::Path) -> Result<Mirr
         .with_auth(auth))
 }
 
+/// The instant `plan` and `status` evaluate the fleet at: now, or `GITFLEET_NOW`
+/// (RFC 3339) to replay a moment or to ask "what if it were then".
+pub(crate) fn now() -> Result<DateTime<Utc>, String> {
+    match std::env::var("GITFLEET_NOW") {
+        Ok(text) if !text.is_empty() => DateTime::parse_from_rfc3339(text.trim())
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                format!("GITFLEET_NOW `{text}`: {e} (give an RFC 3339 time such as 2026-11-24T22:00:00Z)")
+            }),
+        _ => Ok(Utc::now()),
+    }
+}
+
 /// A mirror in a temporary directory (or under a state directory), removed when dropped
 /// unless it is the state directory's.
 pub(crate) struct ScratchMirror {

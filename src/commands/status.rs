@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use chrono::{DateTime, Utc};
 
 use super::exit;
-use super::remote::{FleetRelease, ScratchMirror, read_records, read_release};
+use super::remote::{FleetRelease, ScratchMirror, now, read_records, read_release};
 use crate::cli::{StatusArgs, StatusFormat};
 use crate::config::duration::{DURATION_HELP, parse_duration};
 use crate::config::fleet::NodeId;
@@ -60,11 +60,10 @@ fn status(args: &StatusArgs) -> Result<u8, u8> {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let mut shown: Option<(String, Option<String>)> = None;
     loop {
-        match look(&scratch.mirror, args) {
-            Ok(snapshot) => {
+        match now().and_then(|now| Ok((look(&scratch.mirror, args, now)?, now))) {
+            Ok((snapshot, now)) => {
                 let key = (snapshot.release.commit.clone(), snapshot.status_tip.clone());
                 if shown.as_ref() != Some(&key) {
-                    let now = Utc::now();
                     let text = match args.format {
                         StatusFormat::Table => render_table(&snapshot, now, color),
                         StatusFormat::Json => render_json(&snapshot, args.watch),
@@ -87,7 +86,7 @@ fn status(args: &StatusArgs) -> Result<u8, u8> {
     }
 }
 
-fn look(mirror: &Mirror, args: &StatusArgs) -> Result<Snapshot, String> {
+fn look(mirror: &Mirror, args: &StatusArgs, now: DateTime<Utc>) -> Result<Snapshot, String> {
     let release = read_release(
         mirror,
         &args.repo,
@@ -102,7 +101,7 @@ fn look(mirror: &Mirror, args: &StatusArgs) -> Result<Snapshot, String> {
                 commit: &release.commit,
                 committed: release.committed,
             };
-            let summary = summarize(&repo.fleet, &records, &tip, &repo.images.id(), Utc::now());
+            let summary = summarize(&repo.fleet, &records, &tip, &repo.images.id(), now);
             let status_tip = mirror.tip(branch).map_err(|e| e.to_string())?;
             (Some(summary), unreadable, status_tip)
         }

@@ -88,6 +88,8 @@ pub struct BatchEta {
     pub window: String,
     /// When every node of the batch is expected through the gate; `None` if never.
     pub done: Option<DateTime<Utc>>,
+    /// Why it is never done, when it is not.
+    pub blocked: Option<&'static str>,
     pub nodes: Vec<NodeEta>,
 }
 
@@ -131,6 +133,9 @@ pub fn fleet_timeline(
                     (MemberView::Failed, _) => Eta::Failed,
                     (MemberView::Held, _) => Eta::Skipped("held"),
                     (MemberView::Stale { .. }, _) => Eta::Skipped("stale"),
+                    _ if halted.as_deref() == Some(p.name.as_str()) => {
+                        Eta::Never("the rollout is halted")
+                    }
                     (_, None) => Eta::Never(if halted.is_some() {
                         "the rollout is halted"
                     } else {
@@ -173,8 +178,15 @@ pub fn fleet_timeline(
                 done: start + per_node,
             };
         }
-        let blocked = halted.as_deref() == Some(p.name.as_str())
-            || nodes.iter().any(|n| matches!(n.eta, Eta::Never(_)));
+        let blocked = if halted.as_deref() == Some(p.name.as_str()) {
+            Some("halted here; a new commit clears it")
+        } else {
+            nodes.iter().find_map(|n| match n.eta {
+                Eta::Never(why) => Some(why),
+                _ => None,
+            })
+        }
+        .or(ready.is_none().then_some("an earlier batch never finishes"));
         let last = nodes
             .iter()
             .filter_map(|n| match n.eta {
@@ -183,13 +195,14 @@ pub fn fleet_timeline(
             })
             .max();
         let done = ready
-            .filter(|_| !blocked)
+            .filter(|_| blocked.is_none())
             .map(|r| last.map_or(r, |l| l.max(r)));
         ready = done.map(|d| d + delta(fleet.rollout.bake));
         out.push(BatchEta {
             name: p.name.clone(),
             window: b.window.name().to_string(),
             done,
+            blocked,
             nodes,
         });
     }
