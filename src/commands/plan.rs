@@ -171,10 +171,14 @@ fn print_fleet_timeline(
         .max()
         .unwrap_or(4);
     for (i, batch) in timeline.iter().enumerate() {
+        let when = |t: DateTime<Utc>| t.format("%a %Y-%m-%d %H:%M UTC").to_string();
         let done = match batch.done {
-            Some(t) if t <= now => "done".to_string(),
-            Some(t) => format!("done by ~{}", t.format("%a %Y-%m-%d %H:%M UTC")),
             None => format!("not done: {}", batch.blocked.unwrap_or("unknown")),
+            Some(t) if batch.nodes.is_empty() => {
+                format!("open to its nodes from ~{}, each in its own window", when(t))
+            }
+            Some(t) if t <= now => "done".to_string(),
+            Some(t) => format!("done by ~{}", when(t)),
         };
         println!(
             "\n{}. {} (window {}): {done}",
