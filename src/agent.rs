@@ -624,7 +624,7 @@ impl Agent {
             }
             .instrument(span)
             .await;
-            let poll = self.settings.interval;
+            let poll = jittered(self.settings.interval);
             let until = next
                 .and_then(|t| (t - Utc::now()).to_std().ok())
                 .map_or(poll, |d| d.min(poll));
@@ -649,6 +649,17 @@ impl Agent {
             }
         }
     }
+}
+
+/// The poll interval ±10%, different every time, so agents started together (a fleet
+/// rebooted by a power cut) do not all fetch in the same second.
+fn jittered(interval: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState has fresh random keys: its empty hash is a random number.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    interval.mul_f64(0.9 + 0.2 * (random % 1001) as f64 / 1000.0)
 }
 
 /// For a `file://` remote, watches its `refs/heads/<branch>` (and `packed-refs`) and
@@ -706,4 +717,21 @@ fn references(repo: &FleetRepo) -> Vec<String> {
 
 fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_are_jittered_within_ten_percent() {
+        let minute = Duration::from_secs(60);
+        let samples: Vec<Duration> = (0..200).map(|_| jittered(minute)).collect();
+        assert!(
+            samples
+                .iter()
+                .all(|d| (54_000..=66_000).contains(&d.as_millis()))
+        );
+        assert!(samples.iter().any(|d| *d != samples[0]), "not all the same");
+    }
 }

@@ -229,7 +229,7 @@ fn status_shows_the_release_per_batch_with_a_halt_and_a_stable_json_schema() {
 #[test]
 fn plan_without_a_node_is_the_fleets_timeline_in_batch_order() {
     let root = TempDir::new("git-timeline");
-    let (bare, _, _) = remote_with_a_failed_canary(root.path());
+    let (bare, first, _) = remote_with_a_failed_canary(root.path());
     let url = format!("file://{}", bare.display());
     let (code, text) = gitfleet(&["plan", "--repo", &url, "--converge-time", "1m"]);
     assert_eq!(code, Some(0), "{text}");
@@ -249,5 +249,17 @@ fn plan_without_a_node_is_the_fleets_timeline_in_batch_order() {
     assert!(
         text.contains("2. eu (window nightly): not done: an earlier batch never finishes"),
         "{text}"
+    );
+
+    // For one node: what its converge would change (here: the release before had the
+    // same images).
+    let (code, node_plan) = gitfleet(&["plan", "--repo", &url, "--node", "eu-fra-1"]);
+    assert_eq!(code, Some(0), "{node_plan}");
+    assert!(
+        node_plan.contains(&format!(
+            "changes   from {} (the release before):",
+            &first[..12]
+        )) && node_plan.contains("none (the same image set)"),
+        "{node_plan}"
     );
 }

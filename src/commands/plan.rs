@@ -10,7 +10,7 @@ use super::remote::{FleetRelease, ScratchMirror, now, read_records, read_release
 use crate::cli::PlanArgs;
 use crate::config::FleetRepo;
 use crate::config::duration::{DURATION_HELP, format_duration, parse_duration};
-use crate::config::fleet::NodeId;
+use crate::config::fleet::{ImageSet, NodeId};
 use crate::core::batch::Tip;
 use crate::core::decide::{Desired, Inputs, LocalFacts, decide};
 use crate::core::plan::{Eta, fleet_timeline, node_timezone, plan_node};
@@ -58,6 +58,21 @@ fn plan(args: &PlanArgs) -> Result<u8, u8> {
             };
             let tz = node_timezone(&repo.fleet, &node, fallback_tz);
             print_node_plan(&release, repo, &records, &local, &node, tz, now);
+            // What the node would change: from what it runs (with --state-dir), else
+            // from the release before this one.
+            let base = match &local.running_release {
+                Some(running) => Some((running.clone(), "what this node runs")),
+                None => mirror
+                    .parent(&release.commit)
+                    .map_err(fail)?
+                    .map(|p| (p, "the release before")),
+            };
+            if let Some((commit, what)) = base
+                && let Ok(before) = read_release(mirror, &args.repo, Some(&commit), &node)
+                && let Ok(before_repo) = &before.repo
+            {
+                print_changes(&before, what, &before_repo.images, &repo.images);
+            }
         }
         None => print_fleet_timeline(&release, repo, &records, now, converge),
     }
@@ -138,6 +153,26 @@ fn print_node_plan(
     );
 }
 
+/// The images a converge would change, service by service.
+fn print_changes(before: &FleetRelease, what: &str, old: &ImageSet, new: &ImageSet) {
+    let changes = new.changes_from(old);
+    println!("  changes   from {} ({what}):", before.short());
+    if changes.is_empty() {
+        println!("            none (the same image set)");
+    }
+    let width = changes.iter().map(|(s, _, _)| s.len()).max().unwrap_or(0);
+    for (service, from, to) in changes {
+        let show = |i: Option<&crate::config::fleet::PinnedImage>| {
+            i.map_or("(none)".to_string(), |i| i.short())
+        };
+        println!(
+            "            {service:<width$}  {} -> {}",
+            show(from),
+            show(to)
+        );
+    }
+}
+
 fn print_fleet_timeline(
     release: &FleetRelease,
     repo: &FleetRepo,
@@ -175,7 +210,10 @@ fn print_fleet_timeline(
         let done = match batch.done {
             None => format!("not done: {}", batch.blocked.unwrap_or("unknown")),
             Some(t) if batch.nodes.is_empty() => {
-                format!("open to its nodes from ~{}, each in its own window", when(t))
+                format!(
+                    "open to its nodes from ~{}, each in its own window",
+                    when(t)
+                )
             }
             Some(t) if t <= now => "done".to_string(),
             Some(t) => format!("done by ~{}", when(t)),

@@ -118,7 +118,33 @@ impl fmt::Display for PinnedImage {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImageSet(pub BTreeMap<String, PinnedImage>);
 
+impl PinnedImage {
+    /// `name@sha256:` and the digest's first 12 hex characters, for people.
+    pub fn short(&self) -> String {
+        format!(
+            "{}@sha256:{}",
+            self.name,
+            &self.digest[..12.min(self.digest.len())]
+        )
+    }
+}
+
 impl ImageSet {
+    /// The services whose image differs from `old`'s, with the old and the new image
+    /// (`None` where the service is added or removed), in service order.
+    pub fn changes_from<'a>(
+        &'a self,
+        old: &'a ImageSet,
+    ) -> Vec<(&'a str, Option<&'a PinnedImage>, Option<&'a PinnedImage>)> {
+        let services: std::collections::BTreeSet<&String> =
+            self.0.keys().chain(old.0.keys()).collect();
+        services
+            .into_iter()
+            .map(|s| (s.as_str(), old.0.get(s), self.0.get(s)))
+            .filter(|(_, before, after)| before != after)
+            .collect()
+    }
+
     /// The identity of the set: sha256 over the sorted `service=reference` lines. Two
     /// releases with the same images (a revert, a doc-only change) have the same id.
     pub fn id(&self) -> ImageSetId {
@@ -458,5 +484,34 @@ mod tests {
         assert_eq!(a.id(), b.id());
         assert_ne!(a.id(), c.id());
         assert_eq!(a.id().0.len(), 64);
+    }
+
+    #[test]
+    fn image_changes_name_each_service_once() {
+        let image = |tag: &str| PinnedImage::parse(&format!("r/{tag}@sha256:{D}")).unwrap();
+        let set = |pairs: &[(&str, &str)]| {
+            ImageSet(
+                pairs
+                    .iter()
+                    .map(|(s, t)| (s.to_string(), image(t)))
+                    .collect(),
+            )
+        };
+        let old = set(&[("api", "api:1"), ("db", "db:16"), ("web", "web:1")]);
+        let new = set(&[("api", "api:1"), ("web", "web:2"), ("worker", "w:1")]);
+        let changes: Vec<(&str, Option<String>, Option<String>)> = new
+            .changes_from(&old)
+            .into_iter()
+            .map(|(s, a, b)| (s, a.map(|i| i.name.clone()), b.map(|i| i.name.clone())))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("db", Some("r/db:16".into()), None),
+                ("web", Some("r/web:1".into()), Some("r/web:2".into())),
+                ("worker", None, Some("r/w:1".into())),
+            ]
+        );
+        assert_eq!(image("web:1").short(), "r/web:1@sha256:0123456789ab");
     }
 }

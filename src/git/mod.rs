@@ -178,6 +178,15 @@ impl Mirror {
             })
     }
 
+    /// The first parent of `commit` (the release before it), if it has one.
+    pub fn parent(&self, commit: &str) -> Result<Option<String>, GitError> {
+        let repo = self.repo()?;
+        let commit = repo
+            .find_commit(Oid::from_str(commit).map_err(local)?)
+            .map_err(local)?;
+        Ok(commit.parent_ids().next().map(|id| id.to_string()))
+    }
+
     /// When `commit` was committed (its committer time: for a merge, when it was merged).
     pub fn committed(&self, commit: &str) -> Result<chrono::DateTime<chrono::Utc>, GitError> {
         let repo = self.repo()?;
