@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use tokio::sync::Notify;
 
+use crate::config::RepoFiles as _;
 use crate::config::fleet::{ImageSetId, NodeId};
 use crate::config::{FleetRepo, Interpolation, load_repo};
 use crate::core::batch::Tip;
@@ -27,6 +28,7 @@ use crate::engine::spec::{Sources, project_spec};
 use crate::git::{GitAuth, GitError, Mirror, redact_url};
 use crate::metrics::metrics;
 use crate::state::{LocalState, Outbox, materialize, project_dir};
+use crate::trust;
 use futures_util::StreamExt;
 
 /// Push attempts before a record goes to the outbox.
@@ -44,6 +46,8 @@ pub struct Settings {
     pub project: Option<String>,
     pub timezone: Tz,
     pub interval: Duration,
+    /// `--allowed-signers`: (path, contents) every release tip must be signed by.
+    pub pinned_signers: Option<(String, String)>,
 }
 
 /// How one reconcile ended, for `--once`'s exit code and the log.
@@ -134,7 +138,10 @@ impl Agent {
             )
         })?;
         tracing::Span::current().record("release", tip.as_str());
-        let admitted = self.load_release(&tip).await;
+        let admitted = match self.load_release(&tip).await {
+            Ok(repo) => self.admit(repo, &tip).await,
+            Err(reason) => Err(reason),
+        };
         let status_branch = match &admitted {
             Ok(repo) => repo.fleet.status_branch.clone(),
             Err(_) => "fleet-status".to_string(),
@@ -393,17 +400,7 @@ impl Agent {
                 node,
                 release: commit.clone(),
             };
-            let repo = load_repo(&files, &vars).map_err(|diags| diags.to_string())?;
-            // Fail closed: a policy that demands signed releases is not satisfied by a
-            // gitfleet that cannot verify signatures yet.
-            if repo.policy.as_ref().is_some_and(|p| p.require_signed_commits) {
-                return Err(format!(
-                    "{} requires signed release commits, and this gitfleet cannot verify signatures yet; \
-                     set require_signed_commits = false (and protect the release branch on the Git host) or upgrade gitfleet",
-                    repo.fleet.policy_path.as_deref().unwrap_or("the policy")
-                ));
-            }
-            Ok(repo)
+            load_repo(&files, &vars).map_err(|diags| diags.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
@@ -448,6 +445,74 @@ impl Agent {
             metrics().gate_failed(service);
         }
         Ok(outcome)
+    }
+
+    /// The tip's signature, checked by the chain of trust (crate::trust): the policy of
+    /// the release this node runs judges the tip, else the tip's own; signers pinned on
+    /// the node (`--allowed-signers`) must always be satisfied.
+    async fn admit(&self, repo: FleetRepo, tip: &str) -> Result<FleetRepo, String> {
+        let mut local = LocalState::load(&self.settings.state_dir)?;
+        let trusted = local
+            .admitted
+            .clone()
+            .or(local.running_release.clone())
+            .filter(|r| r != tip);
+        let anchor = match trusted {
+            Some(commit) => Some((self.load_release(&commit).await.ok(), commit)),
+            None => None,
+        };
+        let requirement = trust::requirement(
+            anchor
+                .as_ref()
+                .map(|(repo, _)| repo.as_ref().and_then(|r| r.policy.as_ref())),
+            repo.policy.as_ref(),
+        );
+        let mirror = self.mirror.clone();
+        let (commit, pinned) = (tip.to_string(), self.settings.pinned_signers.clone());
+        let judge = match (&requirement, &anchor) {
+            (
+                trust::Requirement::SignedPerRepo {
+                    from: trust::Source::Anchor,
+                    ..
+                },
+                Some((_, c)),
+            ) => c.clone(),
+            _ => tip.to_string(),
+        };
+        blocking(move || {
+            let (signature, signed) = mirror.signature(&commit)?;
+            let check = |signers: trust::AllowedSigners| {
+                signers
+                    .verify(signature.as_deref(), &signed)
+                    .map_err(|reason| GitError::Rejected { reason })
+            };
+            if let Some((path, text)) = &pinned {
+                let signers = trust::AllowedSigners::parse(text, path)
+                    .map_err(|reason| GitError::Rejected { reason })?;
+                check(signers)?;
+            }
+            if let trust::Requirement::SignedPerRepo { signers_path, .. } = &requirement {
+                let text = mirror
+                    .files(&judge)?
+                    .read(signers_path)
+                    .map_err(|reason| GitError::Rejected { reason })?
+                    .ok_or_else(|| GitError::Rejected {
+                        reason: format!("the allowed signers file {signers_path} is missing"),
+                    })?;
+                let origin = format!("{signers_path} (at {})", short(&judge));
+                check(
+                    trust::AllowedSigners::parse(&text, &origin)
+                        .map_err(|reason| GitError::Rejected { reason })?,
+                )?;
+            }
+            Ok(())
+        })
+        .await?;
+        if local.admitted.as_deref() != Some(tip) {
+            local.admitted = Some(tip.to_string());
+            local.save(&self.settings.state_dir)?;
+        }
+        Ok(repo)
     }
 
     /// What differs between the running containers and the release (rule 8): a

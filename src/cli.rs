@@ -200,6 +200,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "FILE", env = "GITFLEET_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
 
+    /// An allowed_signers file (ssh-keygen format) kept on the node: every release tip
+    /// must then be signed by one of its keys, whatever the repository's policy says.
+    #[arg(long, value_name = "FILE", env = "GITFLEET_ALLOWED_SIGNERS")]
+    pub allowed_signers: Option<PathBuf>,
+
     /// Configuration file (TOML; keys are the flags' names with `_`, e.g.
     /// `state_dir = "/srv/gitfleet"`). Flags and GITFLEET_* variables override it.
     /// Default: /etc/gitfleet/agent.toml when it exists.

@@ -16,3 +16,4 @@ pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod state;
+pub mod trust;

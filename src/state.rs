@@ -34,7 +34,7 @@ pub fn materialize(
     compose_path: &str,
     dest: &Path,
 ) -> Result<(), String> {
-    let dir = compose_path.rsplit_once('/').map_or("", |(d, _)| d);
+    let dir = crate::config::parent_dir(compose_path);
     for path in files.list(dir)? {
         let relative = path
             .strip_prefix(dir)
@@ -53,6 +53,10 @@ pub struct LocalState {
     /// The image set the stack was last converged to, and the release it came from.
     pub running: Option<crate::config::fleet::ImageSetId>,
     pub running_release: Option<String>,
+    /// The last release tip this node admitted (its signature checked): the anchor of
+    /// the chain of trust that judges the next tip (crate::trust).
+    #[serde(default)]
+    pub admitted: Option<String>,
     /// Image sets this node ran healthy, oldest first, with the release each came from
     /// (a rollback re-reads that release's compose file).
     #[serde(default)]

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gitfleet::core::status::{NodeState, StatusRecord};
@@ -527,23 +527,97 @@ async fn an_agent_killed_mid_converge_ends_converged_and_reported_when_started_a
     fleet.cleanup(&engine).await;
 }
 
+/// Commits everything in `work` (signed with the SSH `key`, if any) and pushes it to
+/// `release`; returns the commit id.
+fn commit_release(fleet: &Fleet, message: &str, key: Option<&Path>) -> String {
+    let work = fleet.work();
+    git(&work, &["add", "."]);
+    let mut args = vec!["-c".to_string(), "gpg.format=ssh".to_string()];
+    if let Some(key) = key {
+        args.extend(["-c".into(), format!("user.signingkey={}", key.display())]);
+    }
+    args.extend(["commit", "-q", "--allow-empty", "-m", message].map(String::from));
+    if key.is_some() {
+        args.push("-S".into());
+    }
+    git(&work, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    git(
+        &work,
+        &[
+            "push",
+            "-q",
+            "-f",
+            fleet.bare().to_str().unwrap(),
+            "release",
+        ],
+    );
+    git(&work, &["rev-parse", "HEAD"])
+}
+
+fn ssh_key(fleet: &Fleet, name: &str) -> (PathBuf, String) {
+    let path = fleet.root.path().join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen");
+    assert!(out.status.success());
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_string())
+}
+
+fn signers(fleet: &Fleet, entries: &[(&str, &str)]) {
+    let text: String = entries
+        .iter()
+        .map(|(who, key)| format!("{who} namespaces=\"git\" {key}\n"))
+        .collect();
+    std::fs::write(fleet.work().join("policies/allowed_signers"), text).unwrap();
+}
+
+fn require_signatures(fleet: &Fleet, on: bool) {
+    std::fs::write(
+        fleet.work().join("policies/production.toml"),
+        format!(
+            "[admission]\nrequire_signed_commits = {on}\nallowed_signers = \"allowed_signers\"\n"
+        ),
+    )
+    .unwrap();
+}
+
 #[tokio::test]
-async fn a_policy_demanding_signatures_fails_closed_until_they_can_be_verified() {
+async fn signed_releases_are_admitted_by_the_chain_of_trust() {
     let images = test_images();
     let fleet = Fleet::new("signed");
+    let engine = DockerEngine::connect().await.unwrap();
+    let (alice, alice_pub) = ssh_key(&fleet, "alice");
+    let (mallory, mallory_pub) = ssh_key(&fleet, "mallory");
+    let rejected = |why: &str| {
+        let (code, out) = fleet.agent_once();
+        assert_eq!(code, Some(3), "{out}");
+        let record = fleet.record();
+        assert_eq!(record.state, NodeState::Rejected, "{record:?}");
+        assert!(
+            record.message.contains(why),
+            "wanted `{why}`: {}",
+            record.message
+        );
+    };
+    let admitted = |release: &str| {
+        let (code, out) = fleet.agent_once();
+        assert_eq!(code, Some(0), "{out}");
+        let record = fleet.record();
+        assert_eq!(
+            (record.state, record.release.as_str()),
+            (NodeState::Healthy, release)
+        );
+    };
+
+    // The policy is introduced by a commit alice signs: it applies to that commit.
     fleet.release(&images.healthy, &images.healthy, "First release");
     let work = fleet.work();
     std::fs::create_dir_all(work.join("policies")).unwrap();
-    std::fs::write(
-        work.join("policies/production.toml"),
-        "[admission]\nrequire_signed_commits = true\nallowed_signers = \"allowed_signers\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        work.join("policies/allowed_signers"),
-        "ops@example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx0\n",
-    )
-    .unwrap();
+    require_signatures(&fleet, true);
+    signers(&fleet, &[("alice@example.com", &alice_pub)]);
     let toml = std::fs::read_to_string(work.join("fleet.toml")).unwrap();
     std::fs::write(
         work.join("fleet.toml"),
@@ -553,26 +627,63 @@ async fn a_policy_demanding_signatures_fails_closed_until_they_can_be_verified()
         ),
     )
     .unwrap();
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "Require signatures"]);
+    let signed = commit_release(&fleet, "Require signatures", Some(&alice));
+    admitted(&signed);
+
+    // Unsigned, signed by an unknown key, or a downgrade of the policy in the same
+    // unsigned commit: rejected, and nothing runs differently.
+    let running = ids(&engine, &fleet.project).await;
+    std::fs::write(work.join("NOTES"), "unsigned\n").unwrap();
+    commit_release(&fleet, "Unsigned", None);
+    rejected("not signed");
+    commit_release(&fleet, "Signed by mallory", Some(&mallory));
+    rejected("which is not in policies/allowed_signers");
+    require_signatures(&fleet, false);
+    signers(&fleet, &[("mallory@example.com", &mallory_pub)]);
+    commit_release(&fleet, "Switch signing off", Some(&mallory));
+    rejected("which is not in policies/allowed_signers");
+    assert_eq!(ids(&engine, &fleet.project).await, running);
+
+    // A commit alice signed, altered afterwards (same signature, other message).
+    require_signatures(&fleet, true);
+    signers(&fleet, &[("alice@example.com", &alice_pub)]);
+    let good = commit_release(&fleet, "Signed release", Some(&alice));
+    let raw = git(&work, &["cat-file", "commit", &good]);
+    let forged = Command::new("git")
+        .current_dir(&work)
+        .args(["hash-object", "-t", "commit", "-w", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            let text = raw.replace("Signed release", "Signed release, and more") + "\n";
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let forged = String::from_utf8_lossy(&forged.stdout).trim().to_string();
     git(
         &work,
-        &["push", "-q", fleet.bare().to_str().unwrap(), "release"],
+        &[
+            "push",
+            "-q",
+            "-f",
+            fleet.bare().to_str().unwrap(),
+            &format!("{forged}:refs/heads/release"),
+        ],
     );
-    let (code, out) = fleet.agent_once();
-    assert_eq!(code, Some(3), "{out}");
-    let record = fleet.record();
-    assert_eq!(record.state, NodeState::Rejected);
-    assert!(
-        record.message.contains("cannot verify signatures yet"),
-        "{}",
-        record.message
-    );
-    let engine = DockerEngine::connect().await.unwrap();
-    assert!(
-        observe(&engine, &fleet.project).await.unwrap().is_empty(),
-        "nothing was started"
-    );
+    rejected("does not match the release commit");
+
+    // Rotation: alice signs the commit that hands over to bob's key; bob signs the next.
+    let (bob, bob_pub) = ssh_key(&fleet, "bob");
+    signers(&fleet, &[("bob@example.com", &bob_pub)]);
+    let rotated = commit_release(&fleet, "Hand over to bob", Some(&alice));
+    admitted(&rotated);
+    std::fs::write(work.join("NOTES"), "bob\n").unwrap();
+    let by_bob = commit_release(&fleet, "Bob's first", Some(&bob));
+    admitted(&by_bob);
+    fleet.cleanup(&engine).await;
 }
 
 #[tokio::test]

@@ -45,6 +45,63 @@ const API_PIN: &str = "api = \"registry.example.com/acme/api:1.4.2@sha256:e9041e
 
 const VARIANTS: &[Variant] = &[
     Variant {
+        name: "host network against the policy",
+        file: "stack/compose.yaml",
+        from: "    stop_signal: SIGINT",
+        to: "    network_mode: host\n    stop_signal: SIGINT",
+        expect: &[
+            "`services.db.network_mode`",
+            "uses the host's network, which the policy policies/production.toml does not allow",
+            "allow_host_network = true",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "bind mount outside the allowed host paths",
+        file: "stack/compose.yaml",
+        from: "      - db-data:/var/lib/postgresql/data",
+        to: "      - /var/lib/postgresql:/var/lib/postgresql/data",
+        expect: &[
+            "`services.db.volumes.0`",
+            "mounts the host path `/var/lib/postgresql`, outside what the policy policies/production.toml allows (/etc/shop/)",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "a config file outside the compose directory",
+        file: "stack/compose.yaml",
+        from: "    file: ./api.toml",
+        to: "    file: ../fleet.toml",
+        expect: &[
+            "`configs.api_config.file`: `../fleet.toml` must not leave the compose file's directory `stack/`",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "a config file missing from the repository",
+        file: "stack/compose.yaml",
+        from: "    file: ./api.toml",
+        to: "    file: ./api-typo.toml",
+        expect: &["does not exist in the fleet repository (`stack/api-typo.toml`)"],
+        at: None,
+    },
+    Variant {
+        name: "a host file as a secret, outside the allowed host paths",
+        file: "stack/compose.yaml",
+        from: "    file: ./api.toml",
+        to: "    file: /etc/shadow",
+        expect: &["`configs.api_config.file` mounts the host path `/etc/shadow`"],
+        at: None,
+    },
+    Variant {
+        name: "a relative bind mount climbing out of the stack",
+        file: "stack/compose.yaml",
+        from: "      - db-data:/var/lib/postgresql/data",
+        to: "      - ../../../../etc:/var/lib/postgresql/data",
+        expect: &["`services.db.volumes.0`: `../../../../etc` must not leave"],
+        at: None,
+    },
+    Variant {
         name: "unpinned image",
         file: "fleet.toml",
         from: API_PIN,
@@ -330,5 +387,21 @@ fn usage_errors_exit_2() {
     assert_eq!(
         check(&example_repo(), &["--format", "yaml"]).status.code(),
         Some(2)
+    );
+}
+
+#[test]
+fn a_symbolic_link_out_of_the_repository_is_refused() {
+    let dir = TempDir::new("check-symlink");
+    copy_tree(&example_repo(), dir.path());
+    let config = dir.path().join("stack/api.toml");
+    std::fs::remove_file(&config).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &config).unwrap();
+    let out = check(dir.path(), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("symbolic links are not followed"),
+        "{stderr}"
     );
 }

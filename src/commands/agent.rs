@@ -76,6 +76,17 @@ fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
         .ok_or_else(|| usage(format!("--interval `{}`: {DURATION_HELP}", args.interval)))?;
     let timezone = timezone(args.remote.timezone.as_deref()).map_err(usage)?;
     let auth = git_auth(&args.remote.repo).map_err(usage)?;
+    let pinned_signers = match &args.allowed_signers {
+        Some(path) => {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("--allowed-signers {shown}: {e}")))?;
+            crate::trust::AllowedSigners::parse(&text, &shown)
+                .map_err(|e| usage(format!("--allowed-signers: {e}")))?;
+            Some((shown, text))
+        }
+        None => None,
+    };
     let _lock = StateLock::acquire(&args.state_dir).map_err(usage)?;
     let settings = Settings {
         repo_url: args.remote.repo.url.clone(),
@@ -86,6 +97,7 @@ fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
         project: args.project.clone(),
         timezone,
         interval,
+        pinned_signers,
     };
     let secret = match &args.webhook_secret_file {
         Some(path) => {

@@ -117,6 +117,7 @@ pub fn print(args: &AgentArgs) -> String {
         ("project", args.project.as_deref().map(quote)),
         ("listen", Some(quote(&args.listen))),
         ("webhook_secret_file", path(&args.webhook_secret_file)),
+        ("allowed_signers", path(&args.allowed_signers)),
         ("git_username", repo.git_username.as_deref().map(quote)),
         ("git_password_file", path(&repo.git_password_file)),
         ("git_ca_file", path(&repo.git_ca_file)),

@@ -122,6 +122,111 @@ impl ComposeStack {
     pub fn position(&self, key: &str) -> Option<Position> {
         self.positions.get(key).copied()
     }
+
+    /// A diagnostic about `key` of this compose file (`src`), pointing at where the key
+    /// is written when it is known.
+    pub fn diagnostic(&self, src: &SourceFile, key: &str, message: String) -> Diagnostic {
+        let d = Diagnostic::new(&src.path, key, message);
+        match self.position(key) {
+            Some(pos) => d.at_position(src, pos, 1),
+            None => d,
+        }
+    }
+
+    /// Every path the stack names on the node's disk, as written, with the key it is
+    /// written at: `env_file`s, `secrets`/`configs` file sources, bind mount sources.
+    pub fn file_references(&self) -> Vec<FileReference> {
+        let mut out = Vec::new();
+        for (name, file) in &self.configs {
+            out.push(FileReference::new(
+                format!("configs.{name}.file"),
+                file,
+                FileUse::Mounted,
+            ));
+        }
+        for (name, secret) in self.compose.secrets.iter().flat_map(|s| &s.0) {
+            if let Some(docker_compose_types::ComposeSecret::File(file)) = secret {
+                out.push(FileReference::new(
+                    format!("secrets.{name}.file"),
+                    file,
+                    FileUse::Mounted,
+                ));
+            }
+        }
+        for (service, definition) in &self.compose.services.0 {
+            let Some(definition) = definition else {
+                continue;
+            };
+            let env_files = match &definition.env_file {
+                Some(docker_compose_types::StringOrList::Simple(f)) => vec![f.clone()],
+                Some(docker_compose_types::StringOrList::List(fs)) => fs.clone(),
+                None => Vec::new(),
+            };
+            for (i, file) in env_files.iter().enumerate() {
+                let key = match &definition.env_file {
+                    Some(docker_compose_types::StringOrList::List(_)) => {
+                        format!("services.{service}.env_file.{i}")
+                    }
+                    _ => format!("services.{service}.env_file"),
+                };
+                out.push(FileReference::new(key, file, FileUse::EnvFile));
+            }
+            for (i, volume) in definition.volumes.iter().enumerate() {
+                let source = match volume {
+                    docker_compose_types::Volumes::Simple(text) => text
+                        .split_once(':')
+                        .map(|(source, _)| source)
+                        .filter(|s| s.starts_with(['/', '.', '~'])),
+                    docker_compose_types::Volumes::Advanced(v) if v._type == "bind" => {
+                        v.source.as_deref()
+                    }
+                    docker_compose_types::Volumes::Advanced(_) => None,
+                };
+                if let Some(source) = source {
+                    let key = format!("services.{service}.volumes.{i}");
+                    out.push(FileReference::new(key, source, FileUse::Bind));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A path the compose file names (see [`ComposeStack::file_references`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileReference {
+    /// The compose key it is written at (`services.web.env_file`).
+    pub key: String,
+    /// The path as written.
+    pub path: String,
+    pub used_as: FileUse,
+}
+
+impl FileReference {
+    fn new(key: String, path: &str, used_as: FileUse) -> Self {
+        FileReference {
+            key,
+            path: path.to_string(),
+            used_as,
+        }
+    }
+
+    /// A path on the host itself (absolute or under `~`), not one in the repository.
+    pub fn is_host_path(&self) -> bool {
+        self.path.starts_with(['/', '~'])
+    }
+}
+
+/// How the stack uses a referenced path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileUse {
+    /// Read by gitfleet for the container's environment; must be in the repository.
+    EnvFile,
+    /// A `secrets`/`configs` file, bind-mounted read-only; in the repository unless
+    /// absolute.
+    Mounted,
+    /// A bind mount source (a file or directory; created when missing, as Compose does).
+    Bind,
 }
 
 /// Parses `source` as a Compose file, interpolating `${...}` from `vars`; every problem

@@ -15,7 +15,7 @@ pub mod policy;
 pub mod toml_reader;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use diagnostics::{Diagnostic, Diagnostics, SourceFile};
 use fleet::{Fleet, ImageSet, NodeId, PinnedImage, pinned_example};
@@ -44,6 +44,17 @@ pub struct DirFiles(pub PathBuf);
 
 impl RepoFiles for DirFiles {
     fn read(&self, path: &str) -> Result<Option<String>, String> {
+        // As in a Git tree, symbolic links are not followed: one could point anywhere
+        // on the host (and its target would then be mounted into a container).
+        let mut walked = self.0.clone();
+        for part in Path::new(path).components() {
+            walked.push(part);
+            if std::fs::symlink_metadata(&walked).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(format!(
+                    "{path} is not a regular file (symbolic links are not followed)"
+                ));
+            }
+        }
         let full = self.0.join(path);
         let meta = match std::fs::metadata(&full) {
             Ok(meta) => meta,
@@ -108,6 +119,74 @@ pub fn normalize_repo_path(path: &str) -> Result<String, String> {
         return Err("is empty".to_string());
     }
     Ok(parts.join("/"))
+}
+
+/// The directory of a repository path (`stack` for `stack/compose.yaml`; empty at the
+/// root).
+pub fn parent_dir(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// A path written in the compose file, relative to the file as Compose resolves it, as a
+/// path in the repository. It may not leave the compose file's directory: that directory
+/// is what a node copies to its disk (`state::materialize`), so anything outside it would
+/// be missing there, or worse, some other file of the host.
+pub fn stack_path(compose_path: &str, written: &str) -> Result<String, String> {
+    let dir = parent_dir(compose_path);
+    if written.starts_with(['/', '~']) || written.contains('\\') {
+        return Err(format!(
+            "must be a relative path inside the compose file's directory `{dir}/`"
+        ));
+    }
+    let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
+    for part in written.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(format!(
+                    "must not leave the compose file's directory `{dir}/` (`..`)"
+                ));
+            }
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+/// Every path the compose file names in the repository resolves inside the compose
+/// file's directory, and every file read or mounted from there exists as a regular file
+/// (not a symbolic link). Host paths are the policy's to judge.
+fn check_stack_files(
+    files: &dyn RepoFiles,
+    stack: &compose::ComposeStack,
+    src: &SourceFile,
+) -> Diagnostics {
+    let mut diags = Diagnostics::default();
+    for reference in stack.file_references() {
+        if reference.is_host_path() && reference.used_as != compose::FileUse::EnvFile {
+            continue;
+        }
+        let problem = match stack_path(&stack.file, &reference.path) {
+            Err(why) => Some(why),
+            Ok(_) if reference.used_as == compose::FileUse::Bind => None,
+            Ok(path) => match files.read(&path) {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(format!("does not exist in the fleet repository (`{path}`)")),
+                Err(why) => Some(why),
+            },
+        };
+        if let Some(why) = problem {
+            diags.push(
+                stack
+                    .diagnostic(src, &reference.key, format!("`{}`: `{}` {why}", reference.key, reference.path))
+                    .help(format!(
+                        "keep the file in the fleet repository under `{}/` and refer to it as `./<name>`",
+                        parent_dir(&stack.file)
+                    )),
+            );
+        }
+    }
+    diags
 }
 
 /// The values `${...}` in the compose file may use: the agent's environment plus the
@@ -220,6 +299,7 @@ fn load_into(
         diags,
     )?;
     let stack = compose::load(&compose_src, &env, diags)?;
+    diags.extend(check_stack_files(files, &stack, &compose_src));
 
     let images = pin_every_service(&fleet, &stack, &fleet_src, &compose_src, &spans, diags);
     for (service, probes) in &fleet.health {
@@ -252,6 +332,7 @@ fn load_into(
             spans: &spans,
         };
         diags.extend(policy.violations(path, &fleet, &images, &src));
+        diags.extend(policy.compose_violations(path, &stack, &compose_src));
     }
     Some(FleetRepo {
         fleet,

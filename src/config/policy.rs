@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::compose::{ComposeStack, FileUse};
 use super::diagnostics::{Diagnostic, Diagnostics, SourceFile};
 use super::duration::format_duration;
 use super::fleet::{Fleet, ImageSet, Window};
@@ -23,6 +24,10 @@ pub struct Policy {
     pub max_failure_ratio: Option<f64>,
     /// Every batch but the first needs a window other than `always`.
     pub allowed_windows_only: bool,
+    /// `network_mode: host` allowed (it bypasses the stack's network isolation).
+    pub allow_host_network: bool,
+    /// Host path prefixes absolute bind mounts must lie under; `None` = any.
+    pub allowed_bind_paths: Option<Vec<String>>,
 }
 
 const TOP_KEYS: &[&str] = &["admission", "rollout"];
@@ -30,6 +35,8 @@ const ADMISSION_KEYS: &[&str] = &[
     "allowed_registries",
     "require_signed_commits",
     "allowed_signers",
+    "allow_host_network",
+    "allowed_bind_paths",
 ];
 const ROLLOUT_KEYS: &[&str] = &[
     "require_first_batch_max",
@@ -55,7 +62,7 @@ pub fn read_policy(root: &TableReader, diags: &mut Diagnostics) -> Policy {
             policy.require_signed_commits = b.value;
         }
         if let Some(s) = a.string("allowed_signers", "\"allowed_signers\"", diags) {
-            let dir = root.source.path.rsplit_once('/').map_or("", |(d, _)| d);
+            let dir = super::parent_dir(&root.source.path);
             let joined = if dir.is_empty() {
                 s.value.clone()
             } else {
@@ -72,6 +79,27 @@ pub fn read_policy(root: &TableReader, diags: &mut Diagnostics) -> Policy {
                     .help("write a path relative to the policy file, e.g. \"allowed_signers\""),
                 ),
             }
+        }
+        if let Some(b) = a.bool("allow_host_network", diags) {
+            policy.allow_host_network = b.value;
+        }
+        if let Some(list) = a.strings("allowed_bind_paths", "[\"/srv/shop/\"]", diags) {
+            let mut paths = Vec::new();
+            for item in list {
+                if item.value.starts_with('/') && !item.value.split('/').any(|c| c == "..") {
+                    paths.push(item.value);
+                } else {
+                    diags.push(
+                        a.error(
+                            "allowed_bind_paths",
+                            item.span,
+                            format!("`{}` is not an absolute host path", item.value),
+                        )
+                        .help("write absolute paths such as \"/srv/shop/\", without `..`"),
+                    );
+                }
+            }
+            policy.allowed_bind_paths = Some(paths);
         }
         if policy.require_signed_commits
             && policy.allowed_signers.is_none()
@@ -105,6 +133,16 @@ pub fn read_policy(root: &TableReader, diags: &mut Diagnostics) -> Policy {
     policy
 }
 
+/// Whether the host path `path` lies under `prefix` (whole path components: `/srv`
+/// covers `/srv/a`, not `/srvx`; `..` never passes).
+fn under(path: &str, prefix: &str) -> bool {
+    if path.split('/').any(|c| c == "..") {
+        return false;
+    }
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
+}
+
 /// Where a fleet value came from, for pointing a policy violation at it.
 pub struct FleetSource<'a> {
     pub fleet_toml: &'a SourceFile,
@@ -122,6 +160,52 @@ impl FleetSource<'_> {
 }
 
 impl Policy {
+    /// Every way the compose stack reaches further into the host than this policy
+    /// allows: `network_mode: host`, and bind mounts (or `secrets`/`configs` files) of
+    /// host paths outside `allowed_bind_paths`. (`privileged` and `pid` are outside the supported Compose
+    /// subset, so no stack gets them.) Relative bind mounts stay inside the node's state
+    /// directory and are always allowed.
+    pub fn compose_violations(
+        &self,
+        policy_path: &str,
+        stack: &ComposeStack,
+        src: &SourceFile,
+    ) -> Diagnostics {
+        let mut out = Diagnostics::default();
+        for name in stack.service_names() {
+            let Some(Some(service)) = stack.compose.services.0.get(name) else {
+                continue;
+            };
+            if service.network_mode.as_deref() == Some("host") && !self.allow_host_network {
+                let key = format!("services.{name}.network_mode");
+                out.push(stack.diagnostic(src, &key,
+                    format!("service `{name}` uses the host's network, which the policy {policy_path} does not allow"))
+                    .help("publish ports instead, or set `allow_host_network = true` in the policy's [admission]"));
+            }
+        }
+        let Some(allowed) = &self.allowed_bind_paths else {
+            return out;
+        };
+        for reference in stack.file_references() {
+            let source = reference.path.as_str();
+            if reference.used_as == FileUse::EnvFile
+                || !reference.is_host_path()
+                || allowed.iter().any(|prefix| under(source, prefix))
+            {
+                continue;
+            }
+            let allowed = if allowed.is_empty() {
+                "no host paths".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            out.push(stack.diagnostic(src, &reference.key,
+                format!("`{}` mounts the host path `{source}`, outside what the policy {policy_path} allows ({allowed})", reference.key))
+                .help("use a named volume, a path under an allowed prefix, or a `configs`/`secrets` file from the repository"));
+        }
+        out
+    }
+
     /// Every way `fleet` and its image set break this policy (rule 1). `policy_path`
     /// names the policy in messages.
     pub fn violations(

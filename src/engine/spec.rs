@@ -120,10 +120,6 @@ pub struct Sources<'a> {
 }
 
 impl Sources<'_> {
-    fn repo_dir(&self) -> &str {
-        self.compose_path.rsplit_once('/').map_or("", |(d, _)| d)
-    }
-
     fn host_path(&self, relative: &str) -> PathBuf {
         let relative = relative.strip_prefix("./").unwrap_or(relative);
         self.host_dir.join(relative)
@@ -492,13 +488,7 @@ impl ServiceCtx<'_> {
             None => Vec::new(),
         };
         for file in files {
-            let dir = self.sources.repo_dir();
-            let joined = if dir.is_empty() {
-                file.to_string()
-            } else {
-                format!("{dir}/{file}")
-            };
-            let path = crate::config::normalize_repo_path(&joined)
+            let path = crate::config::stack_path(self.sources.compose_path, file)
                 .map_err(|why| format!("env_file `{file}` {why}"))?;
             let text = self.sources.files.read(&path)?.ok_or_else(|| {
                 format!("env_file `{file}` does not exist in the fleet repository")

@@ -29,6 +29,8 @@ pub enum GitError {
     Contended { attempts: u32 },
     /// The local mirror or a commit is unusable.
     Local { reason: String },
+    /// The commit may not be admitted (its signature, by the chain of trust).
+    Rejected { reason: String },
 }
 
 impl std::fmt::Display for GitError {
@@ -50,6 +52,7 @@ impl std::fmt::Display for GitError {
                 "the status push lost the race {attempts} times; it stays in the outbox and is retried"
             ),
             GitError::Local { reason } => write!(f, "local Git mirror: {reason}"),
+            GitError::Rejected { reason } => f.write_str(reason),
         }
     }
 }
@@ -176,6 +179,21 @@ impl Mirror {
                     "no commit `{rev}` in the fetched branches (give a commit id or e.g. `{branch}~1`)"
                 ),
             })
+    }
+
+    /// The commit's signature (its `gpgsig` header) and the bytes it signs; `None` and
+    /// nothing when the commit is unsigned.
+    pub fn signature(&self, commit: &str) -> Result<(Option<String>, Vec<u8>), GitError> {
+        let repo = self.repo()?;
+        let oid = Oid::from_str(commit).map_err(local)?;
+        match repo.extract_signature(&oid, None) {
+            Ok((signature, signed)) => Ok((
+                Some(String::from_utf8_lossy(&signature).into_owned()),
+                signed.to_vec(),
+            )),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok((None, Vec::new())),
+            Err(e) => Err(local(e)),
+        }
     }
 
     /// The first parent of `commit` (the release before it), if it has one.
