@@ -264,6 +264,50 @@ async fn cold_start_in_order_then_idempotent_then_only_the_changed_service() {
 }
 
 #[tokio::test]
+async fn a_one_shot_job_that_completed_passes_the_gate_and_is_not_run_again() {
+    let images = test_images();
+    let p = Project::new("job").await;
+    let yaml = format!(
+        r#"services:
+  migrate:
+    image: {healthy}
+    command: ["/bin/sh", "-c", "exit 0"]
+  api:
+    image: {healthy}
+    init: true
+    depends_on:
+      migrate: {{condition: service_completed_successfully}}
+"#,
+        healthy = images.healthy
+    );
+    let (spec, applied) = p
+        .converge(&yaml, UpdateOrder::StopFirst)
+        .await
+        .expect("converge");
+    assert!(spec.services["migrate"].job && !spec.services["api"].job);
+    assert_eq!(p.gate(&spec, &BTreeMap::new()).await, GateVerdict::Passed);
+    converge::commit(&p.engine, &applied).await.unwrap();
+
+    let observed = converge::observe(&p.engine, &p.name).await.unwrap();
+    let migrate = observed.iter().find(|o| o.service == "migrate").unwrap();
+    assert!(migrate.completed(), "{migrate:?}");
+    assert!(
+        plan(&spec, &observed).is_noop(),
+        "a completed job is done, not down: {:?}",
+        plan(&spec, &observed)
+    );
+    let since = chrono::Utc::now().timestamp();
+    let (_, again) = p.converge(&yaml, UpdateOrder::StopFirst).await.unwrap();
+    assert!(again.swaps.is_empty());
+    let events = p.container_events_since(since).await;
+    assert!(
+        !events.iter().any(|a| a == "start"),
+        "the job ran again: {events:?}"
+    );
+    p.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_failing_healthcheck_fails_the_gate_and_restore_brings_back_the_same_container() {
     let images = test_images();
     let p = Project::new("restore").await;

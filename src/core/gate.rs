@@ -1,6 +1,7 @@
 //! The health gate's verdict (SPEC §3 rule 5), from observed facts and time.
 //!
-//! Healthy = every container running, every HEALTHCHECK `healthy`, every probe passing,
+//! Healthy = every container running (a one-shot job: exited with code 0), every
+//! HEALTHCHECK `healthy`, every probe passing,
 //! within `health_timeout` of the converge, and still so, with no restart, for `monitor`.
 //! The engine adapter observes (by the engine's events, not by sleeping); this module
 //! only judges.
@@ -13,7 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceHealth {
     pub service: String,
-    pub running: bool,
+    pub run: RunState,
     pub check: HealthCheck,
     /// Restarts since the converge (Docker's RestartCount delta, or `restart` events).
     pub restarts: u32,
@@ -21,6 +22,19 @@ pub struct ServiceHealth {
     pub probe: Option<Result<(), String>>,
     /// The last line of the HEALTHCHECK log, quoted when the gate fails.
     pub last_log: Option<String>,
+}
+
+/// Whether the service's container is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    /// A one-shot job (another service waits for it to complete) that exited with code
+    /// 0: its work is done.
+    Completed,
+    /// Exited, dead or missing; the exit code when it has one.
+    Down {
+        exit_code: Option<i64>,
+    },
 }
 
 /// The image's HEALTHCHECK state as Docker reports it.
@@ -75,8 +89,19 @@ pub fn evaluate(
             service: s.service.clone(),
             reason,
         };
-        if !s.running {
-            return failed("container is not running".to_string());
+        match s.run {
+            RunState::Running => {}
+            RunState::Completed => continue,
+            RunState::Down {
+                exit_code: Some(code),
+            } => {
+                return failed(format!(
+                    "container is not running (it exited with code {code})"
+                ));
+            }
+            RunState::Down { exit_code: None } => {
+                return failed("container is not running".to_string());
+            }
         }
         if s.restarts > 0 {
             return failed(format!("container restarted {} time(s)", s.restarts));
@@ -95,9 +120,10 @@ pub fn evaluate(
             return failed(format!("probe failed during monitor: {why}"));
         }
     }
-    let all_healthy = services
-        .iter()
-        .all(|s| s.check != HealthCheck::Starting && !matches!(s.probe, Some(Err(_))));
+    let all_healthy = services.iter().all(|s| {
+        s.run == RunState::Completed
+            || (s.check != HealthCheck::Starting && !matches!(s.probe, Some(Err(_))))
+    });
     let deadline = add(converged_at, health_timeout);
     match (all_healthy, healthy_since) {
         (true, Some(since)) if now >= add(since, monitor) => GateVerdict::Passed,
@@ -152,7 +178,7 @@ mod tests {
     fn svc(name: &str, check: HealthCheck) -> ServiceHealth {
         ServiceHealth {
             service: name.into(),
-            running: true,
+            run: RunState::Running,
             check,
             restarts: 0,
             probe: None,
@@ -205,11 +231,11 @@ mod tests {
             v => panic!("{v:?}"),
         }
         let mut exited = svc("db", HealthCheck::None);
-        exited.running = false;
-        assert!(matches!(
-            evaluate(&[exited], t(0), Some(t(1)), t(5), TIMEOUT, MONITOR),
-            GateVerdict::Failed { .. }
-        ));
+        exited.run = RunState::Down { exit_code: Some(0) };
+        match evaluate(&[exited], t(0), Some(t(1)), t(5), TIMEOUT, MONITOR) {
+            GateVerdict::Failed { reason, .. } => assert!(reason.contains("code 0"), "{reason}"),
+            v => panic!("{v:?}"),
+        }
         let mut restarted = svc("db", HealthCheck::Healthy);
         restarted.restarts = 1;
         assert!(matches!(
@@ -236,6 +262,17 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn a_completed_job_counts_as_healthy() {
+        let mut job = svc("migrate", HealthCheck::Starting);
+        job.run = RunState::Completed;
+        let stack = [job, svc("api", HealthCheck::Healthy)];
+        assert_eq!(
+            evaluate(&stack, t(0), Some(t(1)), t(61), TIMEOUT, MONITOR),
+            GateVerdict::Passed
+        );
     }
 
     #[test]

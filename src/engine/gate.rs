@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 
@@ -14,7 +14,7 @@ use super::docker::{DockerEngine, EngineError};
 use super::probe;
 use super::spec::ProjectSpec;
 use crate::config::fleet::Probe;
-use crate::core::gate::{GateVerdict, HealthCheck, ServiceHealth, evaluate};
+use crate::core::gate::{GateVerdict, HealthCheck, RunState, ServiceHealth, evaluate};
 
 /// How often probes run and deadlines are checked between events.
 const TICK: Duration = Duration::from_secs(1);
@@ -91,7 +91,7 @@ pub async fn observe_health(
             Err(EngineError::Api { .. }) => {
                 out.push(ServiceHealth {
                     service: name.clone(),
-                    running: false,
+                    run: RunState::Down { exit_code: None },
                     check: HealthCheck::None,
                     restarts: 0,
                     probe: None,
@@ -101,7 +101,12 @@ pub async fn observe_health(
             }
             Err(e) => return Err(e),
         };
-        let mut health = service_health(name, &inspect, baseline.get(name).copied().unwrap_or(0));
+        let mut health = service_health(
+            name,
+            service.job,
+            &inspect,
+            baseline.get(name).copied().unwrap_or(0),
+        );
         if let Some(list) = probes.get(name).filter(|l| !l.is_empty()) {
             let mut result = Ok(());
             for p in list {
@@ -119,6 +124,7 @@ pub async fn observe_health(
 
 fn service_health(
     service: &str,
+    job: bool,
     inspect: &ContainerInspectResponse,
     baseline_restarts: i64,
 ) -> ServiceHealth {
@@ -147,7 +153,12 @@ fn service_health(
     });
     ServiceHealth {
         service: service.to_string(),
-        running: state.running == Some(true),
+        run: match (state.running, state.status, state.exit_code) {
+            (Some(true), ..) => RunState::Running,
+            (_, Some(ContainerStateStatusEnum::EXITED), Some(0)) if job => RunState::Completed,
+            (_, Some(ContainerStateStatusEnum::EXITED), exit_code) => RunState::Down { exit_code },
+            _ => RunState::Down { exit_code: None },
+        },
         check,
         restarts: u32::try_from((inspect.restart_count.unwrap_or(0) - baseline_restarts).max(0))
             .unwrap_or(u32::MAX),

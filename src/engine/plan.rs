@@ -23,6 +23,8 @@ pub struct Observed {
     pub service: String,
     pub config_hash: Option<String>,
     pub running: bool,
+    /// The exit code of a container that ran and exited (`Exited (N) …`).
+    pub exit_code: Option<i64>,
     /// The image reference it was created from.
     pub image: String,
 }
@@ -45,8 +47,14 @@ impl Observed {
             service: labels.get(SERVICE_LABEL)?.clone(),
             config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
             running: c.state.as_ref().is_some_and(|s| s.to_string() == "running"),
+            exit_code: c.status.as_deref().and_then(exit_code),
             image: c.image.clone().unwrap_or_default(),
         })
+    }
+
+    /// A job's container that finished its work.
+    pub fn completed(&self) -> bool {
+        !self.running && self.exit_code == Some(0)
     }
 
     /// A replaced container kept for restore.
@@ -105,6 +113,13 @@ impl Plan {
     }
 }
 
+/// The exit code in the engine's list status of an exited container (`Exited (0) 3
+/// minutes ago`).
+fn exit_code(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest.split_once(')')?.0.parse().ok()
+}
+
 /// Compares the spec with the observed containers.
 pub fn plan(spec: &ProjectSpec, observed: &[Observed]) -> Plan {
     let mut plan = Plan::default();
@@ -119,7 +134,7 @@ pub fn plan(spec: &ProjectSpec, observed: &[Observed]) -> Plan {
             Some(o) => {
                 claimed.push(&o.id);
                 if o.config_hash.as_deref() == Some(service.config_hash.as_str()) {
-                    if o.running {
+                    if o.running || (service.job && o.completed()) {
                         ServiceAction::Keep { id: o.id.clone() }
                     } else {
                         ServiceAction::Start { id: o.id.clone() }

@@ -59,6 +59,10 @@ pub struct ServiceSpec {
     pub depends_on: Vec<Dependency>,
     pub config_hash: String,
     pub stop_timeout: Option<Duration>,
+    /// A one-shot job: another service waits for it with `service_completed_successfully`,
+    /// so it is meant to exit. Exited with code 0 it is done, not down: it is neither
+    /// restarted by a converge nor failed by the gate.
+    pub job: bool,
 }
 
 impl ServiceSpec {
@@ -161,6 +165,17 @@ pub fn project_spec(
                 services.insert(name.clone(), spec);
             }
             Err(mut e) => errors.append(&mut e),
+        }
+    }
+    let jobs: Vec<String> = services
+        .values()
+        .flat_map(|s: &ServiceSpec| &s.depends_on)
+        .filter(|d| d.condition == Condition::CompletedSuccessfully)
+        .map(|d| d.service.clone())
+        .collect();
+    for job in jobs {
+        if let Some(service) = services.get_mut(&job) {
+            service.job = true;
         }
     }
     if errors.is_empty() {
@@ -475,6 +490,7 @@ impl ServiceCtx<'_> {
             depends_on,
             config_hash,
             stop_timeout,
+            job: false,
         })
     }
 
