@@ -103,6 +103,28 @@ async fn diff_shows_nothing_after_converge_and_the_changed_service_after_a_relea
         .unwrap();
     assert!(api.contains("keep"), "{out}");
 
+    // A configuration change names the Compose keys that changed.
+    write_repo(repo.path(), &project, &images.healthy, &images.healthy);
+    let compose = repo.path().join("stack/compose.yaml");
+    let text = std::fs::read_to_string(&compose).unwrap();
+    let changed = text.replacen(
+        "  api:\n    image: placeholder\n    init: true\n",
+        "  api:\n    image: placeholder\n    init: true\n    environment: {MODE: fast}\n    restart: always\n",
+        1,
+    );
+    assert_ne!(changed, text);
+    std::fs::write(&compose, changed).unwrap();
+    let (code, out) = diff(repo.path(), state.path());
+    assert_eq!(code, Some(1), "{out}");
+    let api = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("api"))
+        .unwrap();
+    assert!(
+        api.contains("recreate") && api.contains("environment, restart changed"),
+        "{out}"
+    );
+
     for o in converge::observe(&engine, &project).await.unwrap() {
         engine.remove(&o.id).await.unwrap();
     }

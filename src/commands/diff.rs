@@ -48,12 +48,16 @@ fn diff(args: &NodeStackArgs) -> Result<u8, u8> {
                 ..
             } => ("recreate", format!("image {from} -> {to}")),
             ServiceAction::Recreate {
-                change: Change::Configuration,
+                change: Change::Configuration { keys },
                 ..
-            } => (
+            } if keys.is_empty() => (
                 "recreate",
                 "configuration changed (config-hash differs)".to_string(),
             ),
+            ServiceAction::Recreate {
+                change: Change::Configuration { keys },
+                ..
+            } => ("recreate", format!("{} changed", keys.join(", "))),
         };
         println!("  {service:width$}  {verb:8}  {why}");
         let start_first = repo.fleet.rollout.order == UpdateOrder::StartFirst;

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use bollard::models::ContainerSummary;
 
-use super::spec::{CONFIG_HASH_LABEL, ONEOFF_LABEL, ProjectSpec, SERVICE_LABEL};
+use super::spec::{
+    CONFIG_HASH_LABEL, CONFIG_PARTS_LABEL, ONEOFF_LABEL, ProjectSpec, SERVICE_LABEL, changed_keys,
+};
 
 /// Suffix of the name a replaced container keeps until the new one passes the gate, so
 /// that restoring it is a rename and a start, not a pull and a create.
@@ -22,6 +24,8 @@ pub struct Observed {
     pub name: String,
     pub service: String,
     pub config_hash: Option<String>,
+    /// Its [`CONFIG_PARTS_LABEL`], to name what changed.
+    pub config_parts: Option<String>,
     pub running: bool,
     /// The exit code of a container that ran and exited (`Exited (N) …`).
     pub exit_code: Option<i64>,
@@ -46,6 +50,7 @@ impl Observed {
                 .to_string(),
             service: labels.get(SERVICE_LABEL)?.clone(),
             config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
+            config_parts: labels.get(CONFIG_PARTS_LABEL).cloned(),
             running: c.state.as_ref().is_some_and(|s| s.to_string() == "running"),
             exit_code: c.status.as_deref().and_then(exit_code),
             image: c.image.clone().unwrap_or_default(),
@@ -71,8 +76,15 @@ impl Observed {
 /// Why a service's container is replaced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    Image { from: String, to: String },
-    Configuration,
+    Image {
+        from: String,
+        to: String,
+    },
+    /// The Compose keys whose configuration differs; empty when the container does not
+    /// say (made by another tool or an older gitfleet).
+    Configuration {
+        keys: Vec<&'static str>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,7 +154,17 @@ pub fn plan(spec: &ProjectSpec, observed: &[Observed]) -> Plan {
                 } else {
                     let to = service.image.to_string();
                     let change = if o.image == to {
-                        Change::Configuration
+                        let wanted = service
+                            .create
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(CONFIG_PARTS_LABEL));
+                        Change::Configuration {
+                            keys: match (&o.config_parts, wanted) {
+                                (Some(old), Some(new)) => changed_keys(old, new),
+                                _ => Vec::new(),
+                            },
+                        }
                     } else {
                         Change::Image {
                             from: o.image.clone(),

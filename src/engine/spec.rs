@@ -28,6 +28,9 @@ pub const SERVICE_LABEL: &str = "com.docker.compose.service";
 pub const CONFIG_HASH_LABEL: &str = "com.docker.compose.config-hash";
 pub const NUMBER_LABEL: &str = "com.docker.compose.container-number";
 pub const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
+/// A short hash of each part of the configuration (`Env:1a2b3c4d,HostConfig.Mounts:…`),
+/// so that a differing config-hash can say what changed (`gitfleet diff`).
+pub const CONFIG_PARTS_LABEL: &str = "dev.gitfleet.config-parts";
 /// The Compose version gitfleet's labels follow (docker-compose 1.x warns on, but lists,
 /// other versions).
 pub const COMPOSE_VERSION: &str = "1.29.2";
@@ -477,9 +480,11 @@ impl ServiceCtx<'_> {
             ..Default::default()
         };
         let config_hash = config_hash(&create, &extra_networks);
+        let parts = config_parts(&create, &extra_networks);
         let mut create = create;
         if let Some(labels) = create.labels.as_mut() {
             labels.insert(CONFIG_HASH_LABEL.to_string(), config_hash.clone());
+            labels.insert(CONFIG_PARTS_LABEL.to_string(), parts);
         }
         Ok(ServiceSpec {
             service: self.name.to_string(),
@@ -1213,10 +1218,102 @@ pub fn bytes(text: &str) -> Result<i64, String> {
 
 /// sha256 over the canonical JSON of the create body and extra networks (maps sorted).
 fn config_hash(create: &ContainerCreateBody, extra: &[(String, EndpointSettings)]) -> String {
-    let value = serde_json::json!({ "create": create, "networks": extra });
+    canonical_hash(&serde_json::json!({ "create": create, "networks": extra }))
+}
+
+fn canonical_hash(value: &serde_json::Value) -> String {
     let mut canonical = String::new();
-    write_canonical(&value, &mut canonical);
+    write_canonical(value, &mut canonical);
     hex(&Sha256::digest(canonical.as_bytes()))
+}
+
+/// The value of [`CONFIG_PARTS_LABEL`]: each field of the create body (each field of its
+/// `HostConfig` on its own) and the extra networks, with the first 8 hex digits of its
+/// canonical hash, sorted by name.
+fn config_parts(create: &ContainerCreateBody, extra: &[(String, EndpointSettings)]) -> String {
+    let mut parts: BTreeMap<String, String> = BTreeMap::new();
+    let short = |v: &serde_json::Value| canonical_hash(v)[..8].to_string();
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(create) {
+        for (name, value) in &fields {
+            match value {
+                serde_json::Value::Object(host) if name == "HostConfig" => {
+                    for (field, value) in host {
+                        parts.insert(format!("HostConfig.{field}"), short(value));
+                    }
+                }
+                _ => {
+                    parts.insert(name.clone(), short(value));
+                }
+            }
+        }
+    }
+    if !extra.is_empty() {
+        parts.insert("Networks".to_string(), short(&serde_json::json!(extra)));
+    }
+    let list: Vec<String> = parts.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    list.join(",")
+}
+
+/// The parts whose hashes differ between two [`CONFIG_PARTS_LABEL`] values (present
+/// in only one counts as changed), as the Compose keys they come from.
+pub fn changed_keys(old: &str, new: &str) -> Vec<&'static str> {
+    let parse = |text: &str| -> BTreeMap<String, String> {
+        text.split(',')
+            .filter_map(|p| p.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let (old, new) = (parse(old), parse(new));
+    let mut keys: Vec<&'static str> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|k| compose_key(k))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The Compose key an Engine API create field comes from.
+fn compose_key(field: &str) -> &'static str {
+    match field {
+        "Image" => "image",
+        "Cmd" => "command",
+        "Entrypoint" => "entrypoint",
+        "Env" => "environment",
+        "Labels" => "labels",
+        "Healthcheck" => "healthcheck",
+        "User" => "user",
+        "WorkingDir" => "working_dir",
+        "Hostname" => "hostname",
+        "Tty" => "tty",
+        "OpenStdin" => "stdin_open",
+        "ExposedPorts" => "expose",
+        "StopSignal" => "stop_signal",
+        "StopTimeout" => "stop_grace_period",
+        "NetworkingConfig" | "Networks" => "networks",
+        "HostConfig.PortBindings" => "ports",
+        "HostConfig.Mounts" | "HostConfig.Binds" => "volumes",
+        "HostConfig.RestartPolicy" => "restart",
+        "HostConfig.Init" => "init",
+        "HostConfig.ExtraHosts" => "extra_hosts",
+        "HostConfig.CapAdd" => "cap_add",
+        "HostConfig.CapDrop" => "cap_drop",
+        "HostConfig.ReadonlyRootfs" => "read_only",
+        "HostConfig.Tmpfs" => "tmpfs",
+        "HostConfig.NetworkMode" => "network_mode",
+        "HostConfig.Sysctls" => "sysctls",
+        "HostConfig.Ulimits" => "ulimits",
+        "HostConfig.LogConfig" => "logging",
+        "HostConfig.SecurityOpt" => "security_opt",
+        "HostConfig.Devices" => "devices",
+        "HostConfig.PidsLimit" => "pids_limit",
+        "HostConfig.Memory" | "HostConfig.NanoCpus" | "HostConfig.MemorySwap" => {
+            "deploy.resources.limits"
+        }
+        _ => "other engine settings",
+    }
 }
 
 fn write_canonical(value: &serde_json::Value, out: &mut String) {
@@ -1386,6 +1483,14 @@ configs:
 
     fn three() -> ProjectSpec {
         spec_of(COMPOSE, &[("web", 'a'), ("api", 'b'), ("db", 'c')])
+    }
+
+    #[test]
+    fn changed_keys_name_the_compose_keys() {
+        let old = "Env:11111111,HostConfig.Mounts:22222222,Image:33333333";
+        let new = "Env:11111111,HostConfig.Mounts:44444444,HostConfig.Init:55555555,Image:33333333";
+        assert_eq!(changed_keys(old, new), vec!["init", "volumes"]);
+        assert!(changed_keys(old, old).is_empty());
     }
 
     #[test]
