@@ -713,3 +713,111 @@ fn a_second_agent_on_the_same_state_directory_stops_with_a_clear_message() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("another gitfleet agent uses"), "{out}");
 }
+
+/// Every file under `dir`, read as bytes (lossy text), for the secret-leak greps.
+fn every_file_text(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push_str(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_status_records_the_state_directory_or_print_config() {
+    let images = test_images();
+    let fleet = Fleet::new("secrets");
+    let engine = DockerEngine::connect().await.unwrap();
+    let (notify_url, notifications) = notification_receiver();
+    let notify_url = format!("{notify_url}-notify-secret-value");
+    let hook_secret = fleet.root.path().join("hook-secret");
+    std::fs::write(&hook_secret, "webhook-secret-value\n").unwrap();
+    let docker_config = fleet.root.path().join("docker-config");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    // base64("fleet:registry-secret-value")
+    let registry_auth = "ZmxlZXQ6cmVnaXN0cnktc2VjcmV0LXZhbHVl";
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "{registry_auth}"}}}}}}"#,
+            std::env::var("GITFLEET_TEST_REGISTRY").unwrap()
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("GFT_TEST_NOTIFY_URL", notify_url.as_str()),
+        ("GITFLEET_GIT_PASSWORD", "git-secret-value"),
+        (
+            "GITFLEET_WEBHOOK_SECRET_FILE",
+            hook_secret.to_str().unwrap(),
+        ),
+        ("DOCKER_CONFIG", docker_config.to_str().unwrap()),
+        ("GITFLEET_LOG_LEVEL", "trace"),
+        ("GITFLEET_LISTEN", "127.0.0.1:0"),
+    ];
+    let secrets = [
+        "notify-secret-value",
+        "git-secret-value",
+        "webhook-secret-value",
+        "registry-secret-value",
+        registry_auth,
+    ];
+
+    // A healthy release, a failing one and a rejected one: every path that reports.
+    let mut logs = String::new();
+    let web = fleet.unique_image(&images.healthy, "web");
+    fleet.release(&web, &images.healthy, "Good");
+    let (code, out) = fleet.agent_once_with(&env);
+    assert_eq!(code, Some(0), "{out}");
+    logs += &out;
+    fleet.release(&images.unhealthy, &images.healthy, "Bad");
+    let (code, out) = fleet.agent_once_with(&env);
+    assert_eq!(code, Some(1), "{out}");
+    logs += &out;
+    fleet.release(
+        "registry.example.com/acme/web:latest",
+        &images.healthy,
+        "Unpinned",
+    );
+    let (code, out) = fleet.agent_once_with(&env);
+    assert_eq!(code, Some(3), "{out}");
+    logs += &out;
+    assert!(
+        notifications
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .is_ok(),
+        "the notification URL was used"
+    );
+    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "{logs}");
+
+    let printed = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .envs(env)
+        .args(["agent", "--print-config", "--node", "n1", "--repo"])
+        .arg(format!("file://{}", fleet.bare().display()))
+        .output()
+        .unwrap();
+    assert_eq!(printed.status.code(), Some(0));
+    let history = git(&fleet.bare(), &["log", "-p", "--all"]);
+    for (place, text) in [
+        ("the agent's logs", logs),
+        ("--print-config", common::output_text(&printed)),
+        ("the Git history (release and status branch)", history),
+        ("the state directory", every_file_text(&fleet.state())),
+    ] {
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "{secret} appears in {place}:\n{text}"
+            );
+        }
+    }
+    fleet.cleanup(&engine).await;
+}
