@@ -564,7 +564,7 @@ impl Agent {
             images: images.clone(),
             state,
             since,
-            message,
+            message: crate::core::status::clip_message(message),
             agent: env!("CARGO_PKG_VERSION").to_string(),
             updated: now,
         }

@@ -147,14 +147,18 @@ impl fmt::Display for Diagnostic {
                 }
                 writeln!(f)?;
                 writeln!(f, "{pad} |")?;
-                writeln!(f, "{} | {}", loc.start.line, loc.source_line)?;
-                let indent: String = loc
-                    .source_line
+                let (shown, column) = excerpt(&loc.source_line, loc.start.column);
+                writeln!(f, "{} | {shown}", loc.start.line)?;
+                let indent: String = shown
                     .chars()
-                    .take(loc.start.column - 1)
+                    .take(column - 1)
                     .map(|c| if c == '\t' { '\t' } else { ' ' })
                     .collect();
-                writeln!(f, "{pad} | {indent}{}", "^".repeat(loc.width))?;
+                let width = loc
+                    .width
+                    .min(shown.chars().count().saturating_sub(column - 1))
+                    .max(1);
+                writeln!(f, "{pad} | {indent}{}", "^".repeat(width))?;
             }
             None => {
                 write!(f, "  --> {}", self.file)?;
@@ -169,6 +173,31 @@ impl fmt::Display for Diagnostic {
         }
         Ok(())
     }
+}
+
+/// Characters of a source line shown at most: a minified or hostile file can have a
+/// single line of megabytes.
+const MAX_SHOWN_CHARS: usize = 120;
+
+/// The part of `line` to show around the 1-based `column` (with `…` where it is cut),
+/// and the column within that part.
+fn excerpt(line: &str, column: usize) -> (String, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= MAX_SHOWN_CHARS {
+        return (line.to_string(), column.max(1));
+    }
+    let start = column.saturating_sub(1 + MAX_SHOWN_CHARS / 2);
+    let end = (start + MAX_SHOWN_CHARS).min(chars.len());
+    let mut shown: String = if start > 0 {
+        "…".into()
+    } else {
+        String::new()
+    };
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    (shown, column.max(1) - start + usize::from(start > 0))
 }
 
 /// Every problem found in one validation pass, in file and line order.
@@ -264,6 +293,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_line_is_shown_around_the_column() {
+        let line = format!("x = {}", "[".repeat(10_000));
+        let (shown, column) = excerpt(&line, 5_000);
+        assert!(shown.chars().count() <= MAX_SHOWN_CHARS + 2, "{shown}");
+        assert!(shown.starts_with('…') && shown.ends_with('…'));
+        assert_eq!(shown.chars().nth(column - 1), Some('['));
+        assert_eq!(excerpt("short", 3), ("short".to_string(), 3));
+    }
 
     #[test]
     fn renders_like_cargo() {

@@ -56,6 +56,28 @@ impl fmt::Display for NodeState {
 /// Largest status record accepted from the status branch.
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 
+/// Longest message a node writes: a record must stay well under [`MAX_RECORD_BYTES`]
+/// (or the fleet could not read it), and a status page is no place for a 500-line
+/// report; `gitfleet check` shows the whole of it.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// `message`, cut at [`MAX_MESSAGE_BYTES`] (on a character boundary) with a note saying
+/// how much was left out.
+pub fn clip_message(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… [cut: {} bytes in all; `gitfleet check` shows everything]",
+        &message[..end],
+        message.len()
+    )
+}
+
 /// One node's report: `nodes/<node>.toml` on the status branch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusRecord {
@@ -157,6 +179,16 @@ mod tests {
             agent: "0.1.0".into(),
             updated: t,
         }
+    }
+
+    #[test]
+    fn long_messages_are_clipped_on_a_character_boundary() {
+        let short = "fine".to_string();
+        assert_eq!(clip_message(short.clone()), short);
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let clipped = clip_message(long);
+        assert!(clipped.len() < MAX_MESSAGE_BYTES + 100, "{}", clipped.len());
+        assert!(clipped.ends_with("`gitfleet check` shows everything]"));
     }
 
     #[test]
