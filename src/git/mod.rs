@@ -5,7 +5,7 @@
 //! Every call here blocks; the agent runs them off the async runtime.
 
 mod auth;
-mod known_hosts;
+pub mod known_hosts;
 
 pub use auth::{GitAuth, Secret, redact_url};
 

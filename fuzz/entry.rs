@@ -1,0 +1,105 @@
+//! One entry point per parser of untrusted input, shared by the cargo-fuzz targets
+//! (`fuzz/fuzz_targets/`) and the corpus replay on stable (`tests/fuzz_corpus.rs`). Each
+//! takes raw bytes and must return, never panic, whatever they hold.
+
+// Each fuzz binary uses one entry point; the replay test uses them all.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use gitfleet::config::{Interpolation, RepoFiles, load_repo};
+
+/// A parser's entry point: raw bytes in, nothing out but "it returned".
+pub type Target = fn(&[u8]);
+
+/// The targets, by name (the corpus directory names under `fuzz/corpus/`).
+pub const TARGETS: &[(&str, Target)] = &[
+    ("fleet_toml", fleet_toml),
+    ("policy", policy),
+    ("compose", compose),
+    ("status_record", status_record),
+    ("allowed_signers", allowed_signers),
+    ("known_hosts", known_hosts),
+    ("webhook", webhook),
+];
+
+/// A fleet repository in memory.
+struct MemFiles(BTreeMap<&'static str, String>);
+
+impl RepoFiles for MemFiles {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        Ok(self.0.get(path).cloned())
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .0
+            .keys()
+            .filter(|k| k.starts_with(dir))
+            .map(|k| k.to_string())
+            .collect())
+    }
+}
+
+const FLEET: &str = "version = 1\n[fleet]\nname = \"shop\"\ncompose = \"stack/compose.yaml\"\npolicy = \"policies/p.toml\"\n[rollout]\nbatches = [\"canary\"]\nmonitor = \"60s\"\n[batches.canary]\nnodes = [\"eu-1\"]\n";
+const COMPOSE: &str = "services:\n  web:\n    image: r.example/web@sha256:0000000000000000000000000000000000000000000000000000000000000000\n    env_file: web.env\n";
+const POLICY: &str = "[admission]\nallowed_registries = [\"r.example/\"]\n";
+
+fn repo(fleet: &str, compose: &str, policy: &str) {
+    let files = MemFiles(BTreeMap::from([
+        ("fleet.toml", fleet.to_string()),
+        ("stack/compose.yaml", compose.to_string()),
+        ("stack/web.env", "A=1\n".to_string()),
+        ("policies/p.toml", policy.to_string()),
+        ("policies/allowed_signers", String::new()),
+    ]));
+    if let Err(diags) = load_repo(&files, &Interpolation::default()) {
+        // Rendering is part of the path a hostile file takes (status messages, check).
+        let _ = diags.to_string();
+        let _ = serde_json::to_string(&diags);
+    }
+}
+
+fn text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
+pub fn fleet_toml(data: &[u8]) {
+    repo(&text(data), COMPOSE, POLICY);
+}
+
+pub fn policy(data: &[u8]) {
+    repo(FLEET, COMPOSE, &text(data));
+}
+
+pub fn compose(data: &[u8]) {
+    repo(FLEET, &text(data), POLICY);
+}
+
+pub fn status_record(data: &[u8]) {
+    if let Ok(record) = gitfleet::core::status::StatusRecord::from_toml(&text(data)) {
+        let _ = record.to_toml();
+    }
+}
+
+/// The file parsed, then its text offered as a signature over itself.
+pub fn allowed_signers(data: &[u8]) {
+    let text = text(data);
+    if let Ok(signers) = gitfleet::trust::AllowedSigners::parse(&text, "allowed_signers") {
+        let _ = signers.verify(Some(&text), data);
+    }
+}
+
+pub fn known_hosts(data: &[u8]) {
+    let hosts = gitfleet::git::known_hosts::KnownHosts::parse(&text(data));
+    let _ = hosts.check("127.0.0.1", 22, b"key");
+    let _ = hosts.check("git.example.com", 2222, data);
+}
+
+/// First line: the `X-Hub-Signature-256` header; the rest: the body.
+pub fn webhook(data: &[u8]) {
+    let split = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+    let header = text(&data[..split]);
+    let body = data.get(split + 1..).unwrap_or_default();
+    let _ = gitfleet::listener::signature_valid(b"secret", body, &header);
+}
