@@ -92,6 +92,22 @@ pub async fn pull_all(
     join_all(pulls).await.into_iter().collect()
 }
 
+/// Creates the service's missing bind mount directories inside the project directory
+/// (see [`ServiceSpec::host_dirs`]).
+pub async fn make_host_dirs(service: &ServiceSpec) -> Result<(), EngineError> {
+    for dir in &service.host_dirs {
+        if !dir.exists() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| EngineError::Api {
+                    action: format!("create the bind mount directory {}", dir.display()),
+                    reason: e.to_string(),
+                })?;
+        }
+    }
+    Ok(())
+}
+
 /// Converges the project to `spec`. On failure, the returned [`ConvergeFailure`] says
 /// what was done so the caller can [`restore`].
 pub async fn converge(
@@ -492,6 +508,7 @@ async fn create(
             format!("{}{NEXT_SUFFIX}", service.container_name)
         }
     };
+    make_host_dirs(service).await?;
     let id = engine.create(&name, body).await?;
     for (network, endpoint) in &service.extra_networks {
         let endpoint = match announce {

@@ -66,6 +66,10 @@ pub struct ServiceSpec {
     /// so it is meant to exit. Exited with code 0 it is done, not down: it is neither
     /// restarted by a converge nor failed by the gate.
     pub job: bool,
+    /// Bind mount sources inside the project directory: created as directories before
+    /// the container when missing, as Compose does for `./data:/data` (a host path
+    /// outside the project is the operator's and must exist).
+    pub host_dirs: Vec<PathBuf>,
 }
 
 impl ServiceSpec {
@@ -347,6 +351,12 @@ impl ServiceCtx<'_> {
             err(e);
             Vec::new()
         });
+        let host_dirs = mounts
+            .iter()
+            .filter(|m| m.typ == Some(MountType::BIND))
+            .filter_map(|m| m.source.as_deref().map(PathBuf::from))
+            .filter(|source| source.starts_with(self.sources.host_dir))
+            .collect();
         let healthcheck = s
             .healthcheck
             .as_ref()
@@ -496,6 +506,7 @@ impl ServiceCtx<'_> {
             config_hash,
             stop_timeout,
             job: false,
+            host_dirs,
         })
     }
 
