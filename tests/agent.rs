@@ -79,6 +79,11 @@ impl Fleet {
     }
 
     fn agent_once_with(&self, env: &[(&str, &str)]) -> (Option<i32>, String) {
+        self.agent_once_at(&format!("file://{}", self.bare().display()), env)
+    }
+
+    /// `agent --once` against the remote at `url`, with `env` added.
+    fn agent_once_at(&self, url: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
             .envs(env.iter().copied())
             .args([
@@ -89,8 +94,8 @@ impl Fleet {
                 "--project",
                 &self.project,
                 "--repo",
+                url,
             ])
-            .arg(format!("file://{}", self.bare().display()))
             .arg("--state-dir")
             .arg(self.state())
             .output()
@@ -111,6 +116,18 @@ impl Fleet {
 
     fn record(&self) -> StatusRecord {
         self.try_record().expect("n1 reported")
+    }
+
+    /// n1's record, which must have `state` at `release`.
+    fn record_is(&self, state: NodeState, release: &str) -> StatusRecord {
+        let record = self.record();
+        assert_eq!(
+            (record.state, record.release.as_str()),
+            (state, release),
+            "{}",
+            record.message
+        );
+        record
     }
 
     /// Starts an agent in the background with these extra flags.
@@ -164,6 +181,32 @@ impl Fleet {
             .parse()
             .unwrap()
     }
+
+    /// n1's record as each status commit that changed it left it, oldest first.
+    fn n1_history(&self) -> Vec<StatusRecord> {
+        let bare = self.bare();
+        git(
+            &bare,
+            &[
+                "rev-list",
+                "--reverse",
+                "fleet-status",
+                "--",
+                "nodes/n1.toml",
+            ],
+        )
+        .lines()
+        .map(|c| {
+            StatusRecord::from_toml(&git(&bare, &["show", &format!("{c}:nodes/n1.toml")])).unwrap()
+        })
+        .collect()
+    }
+
+    /// Serves the bare remote over `git daemon` (pushes allowed).
+    fn serve(&self) -> GitDaemon {
+        git(&self.bare(), &["config", "daemon.receivepack", "true"]);
+        GitDaemon::start(self.root.path())
+    }
 }
 
 /// A webhook receiver on loopback: its URL, and the bodies it was sent.
@@ -207,6 +250,20 @@ async fn ids(engine: &DockerEngine, project: &str) -> Vec<(String, String)> {
         .collect();
     ids.sort();
     ids
+}
+
+/// Exactly one container per service (api, web), each running, none kept as previous.
+async fn assert_one_running_container_per_service(engine: &DockerEngine, project: &str) {
+    let containers = observe(engine, project).await.unwrap();
+    assert_eq!(
+        containers.len(),
+        2,
+        "exactly one container per service: {containers:?}"
+    );
+    assert!(
+        containers.iter().all(|c| c.running && !c.is_previous()),
+        "{containers:?}"
+    );
 }
 
 #[tokio::test]
@@ -365,8 +422,7 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
     fleet.release(&images.healthy, &images.healthy, "First release");
     // Over git:// so that only the webhook, not a watch on the repository's files,
     // can tell the agent about the second release.
-    git(&fleet.bare(), &["config", "daemon.receivepack", "true"]);
-    let daemon = GitDaemon::start(fleet.root.path());
+    let daemon = fleet.serve();
     let port = common::free_port();
     let secret_file = fleet.root.path().join("hook-secret");
     std::fs::write(&secret_file, "s3cret\n").unwrap();
@@ -514,16 +570,71 @@ async fn an_agent_killed_mid_converge_ends_converged_and_reported_when_started_a
         (record.state, record.release.as_str()),
         (NodeState::Healthy, second.as_str())
     );
-    let containers = observe(&engine, &fleet.project).await.unwrap();
+    assert_one_running_container_per_service(&engine, &fleet.project).await;
+    fleet.cleanup(&engine).await;
+}
+
+/// No two commits of n1 on the status branch carry the same record, and each release
+/// was reported healthy exactly once.
+fn assert_reported_once(fleet: &Fleet, releases: &[&str]) {
+    let history = fleet.n1_history();
+    for pair in history.windows(2) {
+        assert_ne!(pair[0], pair[1], "an identical record committed twice");
+    }
+    for release in releases {
+        let healthy = history
+            .iter()
+            .filter(|r| r.release == *release && r.state == NodeState::Healthy)
+            .count();
+        assert_eq!(
+            healthy, 1,
+            "healthy at {release} reported once: {history:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_agent_killed_during_a_status_push_ends_converged_and_reported_once() {
+    let images = test_images();
+    let fleet = Fleet::new("killpush");
+    let engine = DockerEngine::connect().await.unwrap();
+    let daemon = fleet.serve();
+    let url = daemon.url("fleet.git");
+    let killed_at = |failpoint: &str| {
+        let (code, out) = fleet.agent_once_at(&url, &[("GITFLEET_TEST_FAILPOINT", failpoint)]);
+        assert_eq!(code, None, "killed at {failpoint}: {out}");
+        assert!(out.contains(&format!("failpoint {failpoint}")), "{out}");
+    };
+
+    // Killed once its `converging` claim is on the remote, before touching a container.
+    let first = fleet.release(&images.healthy, &images.healthy, "First release");
+    killed_at("pushed-converging");
+    fleet.record_is(NodeState::Converging, &first);
+    assert!(ids(&engine, &fleet.project).await.is_empty());
+    let (code, out) = fleet.agent_once_at(&url, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    fleet.record_is(NodeState::Healthy, &first);
+
+    // Killed once its `healthy` report is on the remote, before its mirror or the
+    // agent learn that the push landed: the restart reports nothing twice.
+    let second = fleet.release(&images.healthy_v2, &images.healthy, "Second release");
+    killed_at("pushed-healthy");
+    fleet.record_is(NodeState::Healthy, &second);
+    let running = ids(&engine, &fleet.project).await;
+    let commits = fleet.status_commits();
+    let (code, out) = fleet.agent_once_at(&url, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(fleet.status_commits(), commits, "nothing pushed again");
     assert_eq!(
-        containers.len(),
-        2,
-        "exactly one container per service: {containers:?}"
+        ids(&engine, &fleet.project).await,
+        running,
+        "no container touched"
     );
-    assert!(
-        containers.iter().all(|c| c.running && !c.is_previous()),
-        "{containers:?}"
-    );
+    let record = fleet.record_is(NodeState::Healthy, &second);
+    assert_eq!(record.images.0.len(), 64);
+
+    assert_one_running_container_per_service(&engine, &fleet.project).await;
+    assert_reported_once(&fleet, &[&first, &second]);
     fleet.cleanup(&engine).await;
 }
 
