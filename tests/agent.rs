@@ -638,6 +638,40 @@ async fn an_agent_killed_during_a_status_push_ends_converged_and_reported_once()
     fleet.cleanup(&engine).await;
 }
 
+#[tokio::test]
+async fn a_tip_with_invalid_toml_on_a_remote_is_rejected_naming_file_and_line() {
+    let images = test_images();
+    let fleet = Fleet::new("badtoml");
+    let engine = DockerEngine::connect().await.unwrap();
+    let daemon = fleet.serve();
+    let url = daemon.url("fleet.git");
+    fleet.release(&images.healthy, &images.healthy, "First release");
+    let (code, out) = fleet.agent_once_at(&url, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let running = ids(&engine, &fleet.project).await;
+
+    // An unterminated string in [rollout].
+    let path = fleet.work().join("fleet.toml");
+    let toml = std::fs::read_to_string(&path).unwrap();
+    let line = toml.lines().position(|l| l == "monitor = \"2s\"").unwrap() + 1;
+    std::fs::write(&path, toml.replace("monitor = \"2s\"", "monitor = \"2s")).unwrap();
+    let broken = commit_release(&fleet, "Broken fleet.toml", None);
+    let (code, out) = fleet.agent_once_at(&url, &[]);
+    assert_eq!(code, Some(3), "{out}");
+    let record = fleet.record_is(NodeState::Rejected, &broken);
+    assert!(
+        record.message.contains(&format!("fleet.toml:{line}:")),
+        "the reason names the file and line {line}: {}",
+        record.message
+    );
+    assert_eq!(
+        ids(&engine, &fleet.project).await,
+        running,
+        "containers untouched"
+    );
+    fleet.cleanup(&engine).await;
+}
+
 /// Commits everything in `work` (signed with the SSH `key`, if any) and pushes it to
 /// `release`; returns the commit id.
 fn commit_release(fleet: &Fleet, message: &str, key: Option<&Path>) -> String {
