@@ -45,12 +45,17 @@ impl Fleet {
 
     /// Commits a release with these images and pushes it to `release`; returns its id.
     fn release(&self, web: &str, api: &str, message: &str) -> String {
+        self.release_with(web, api, "", message)
+    }
+
+    /// [`Fleet::release`] with `rollout_extra` (lines) added to `[rollout]`.
+    fn release_with(&self, web: &str, api: &str, rollout_extra: &str, message: &str) -> String {
         let work = self.work();
         std::fs::write(
             work.join("fleet.toml"),
             format!(
                 "version = 1\n[fleet]\nname = \"shop\"\ncompose = \"stack/compose.yaml\"\n[images]\nweb = \"{web}\"\napi = \"{api}\"\n\
-                 [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"15s\"\n[batches.canary]\nnodes = [\"n1\"]\n\
+                 [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"15s\"\n{rollout_extra}[batches.canary]\nnodes = [\"n1\"]\n\
                  [notify]\nurl_env = \"GFT_TEST_NOTIFY_URL\"\nformat = \"json\"\nevents = [\"healthy\", \"failed\", \"rejected\"]\n"
             ),
         )
@@ -635,6 +640,50 @@ async fn an_agent_killed_during_a_status_push_ends_converged_and_reported_once()
 
     assert_one_running_container_per_service(&engine, &fleet.project).await;
     assert_reported_once(&fleet, &[&first, &second]);
+    fleet.cleanup(&engine).await;
+}
+
+#[tokio::test]
+async fn with_self_heal_off_drift_is_reported_once_and_not_repaired() {
+    let images = test_images();
+    let fleet = Fleet::new("noheal");
+    let engine = DockerEngine::connect().await.unwrap();
+    fleet.release_with(
+        &images.healthy,
+        &images.healthy,
+        "self_heal = false\n",
+        "First release",
+    );
+    let url = format!("file://{}", fleet.bare().display());
+    let mut agent = fleet.spawn_agent(&url, &["--interval", "1s", "--listen", "none"]);
+    fleet.wait_for_record("healthy", |r| r.state == NodeState::Healthy);
+
+    let before = ids(&engine, &fleet.project).await;
+    let web = before.iter().find(|(s, _)| s == "web").unwrap().1.clone();
+    engine.remove(&web).await.unwrap();
+    fleet.wait_for_record("the drift in the status", |r| {
+        r.state == NodeState::Healthy
+            && r.message == "drift: `web` was removed (self_heal = false: reported, not repaired)"
+    });
+    // Several polls later: still not put back, and reported once, not on every poll.
+    let commits = fleet.status_commits();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let after = ids(&engine, &fleet.project).await;
+    assert_eq!(
+        after,
+        before
+            .into_iter()
+            .filter(|(s, _)| s == "api")
+            .collect::<Vec<_>>(),
+        "web stays removed, api untouched"
+    );
+    assert_eq!(
+        fleet.status_commits(),
+        commits,
+        "the drift is reported once"
+    );
+
+    assert_eq!(agent.terminate(), Some(0));
     fleet.cleanup(&engine).await;
 }
 
