@@ -452,6 +452,34 @@ fn a_rejected_release_changes_nothing_anywhere() {
         records["c1"].message
     );
     assert_eq!(all.map(|n| s.running_image(n)).to_vec(), running);
+
+    // A policy violation: a pinned image from a registry the policy does not allow.
+    std::fs::create_dir_all(s.work().join("policies")).unwrap();
+    std::fs::write(
+        s.work().join("policies/production.toml"),
+        "[admission]\nallowed_registries = [\"registry.example.com/acme/\"]\n",
+    )
+    .unwrap();
+    let with_policy = waves_toml(&images.healthy_v2, "").replace(
+        "compose = \"stack/compose.yaml\"\n",
+        "compose = \"stack/compose.yaml\"\npolicy = \"policies/production.toml\"\n",
+    );
+    let outside = s.release(&with_policy, &compose(""), "v2 from an unallowed registry");
+    s.wait_all(&all, NodeState::Rejected, &outside, Duration::from_secs(60));
+    for (node, record) in s.records() {
+        assert!(
+            record.message.contains(
+                "of service `web` is from a registry the policy policies/production.toml does not allow"
+            ),
+            "{node}: {}",
+            record.message
+        );
+    }
+    assert_eq!(
+        all.map(|n| s.running_image(n)).to_vec(),
+        running,
+        "every node keeps running what it ran"
+    );
     println!("{}", s.timeline());
 }
 
