@@ -303,7 +303,9 @@ impl Agent {
             }
             (Verdict::InSync, Ok(repo)) => {
                 if let Some(drift) = self.drift(repo, &tip).await? {
-                    force_report = true;
+                    // Each repair is reported; a drift left in place (self_heal = false)
+                    // once, not again on every poll while it lasts.
+                    force_report = repo.fleet.rollout.self_heal;
                     message = if repo.fleet.rollout.self_heal {
                         match self.apply_release(repo, &tip).await {
                             Ok(Outcome::Healthy { .. }) => format!("drift repaired: {drift}"),
@@ -316,7 +318,10 @@ impl Agent {
                             Err(e) => return Err(format!("cannot repair drift ({drift}): {e}")),
                         }
                     } else {
-                        format!("drift: {drift} (self_heal = false: reported, not repaired)")
+                        let reported =
+                            format!("drift: {drift} (self_heal = false: reported, not repaired)");
+                        force_report = own.as_ref().is_none_or(|o| o.message != reported);
+                        reported
                     };
                 }
             }

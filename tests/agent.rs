@@ -45,12 +45,17 @@ impl Fleet {
 
     /// Commits a release with these images and pushes it to `release`; returns its id.
     fn release(&self, web: &str, api: &str, message: &str) -> String {
+        self.release_with(web, api, "", message)
+    }
+
+    /// [`Fleet::release`] with `rollout_extra` (lines) added to `[rollout]`.
+    fn release_with(&self, web: &str, api: &str, rollout_extra: &str, message: &str) -> String {
         let work = self.work();
         std::fs::write(
             work.join("fleet.toml"),
             format!(
                 "version = 1\n[fleet]\nname = \"shop\"\ncompose = \"stack/compose.yaml\"\n[images]\nweb = \"{web}\"\napi = \"{api}\"\n\
-                 [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"15s\"\n[batches.canary]\nnodes = [\"n1\"]\n\
+                 [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"15s\"\n{rollout_extra}[batches.canary]\nnodes = [\"n1\"]\n\
                  [notify]\nurl_env = \"GFT_TEST_NOTIFY_URL\"\nformat = \"json\"\nevents = [\"healthy\", \"failed\", \"rejected\"]\n"
             ),
         )
@@ -79,6 +84,11 @@ impl Fleet {
     }
 
     fn agent_once_with(&self, env: &[(&str, &str)]) -> (Option<i32>, String) {
+        self.agent_once_at(&format!("file://{}", self.bare().display()), env)
+    }
+
+    /// `agent --once` against the remote at `url`, with `env` added.
+    fn agent_once_at(&self, url: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
             .envs(env.iter().copied())
             .args([
@@ -89,8 +99,8 @@ impl Fleet {
                 "--project",
                 &self.project,
                 "--repo",
+                url,
             ])
-            .arg(format!("file://{}", self.bare().display()))
             .arg("--state-dir")
             .arg(self.state())
             .output()
@@ -111,6 +121,18 @@ impl Fleet {
 
     fn record(&self) -> StatusRecord {
         self.try_record().expect("n1 reported")
+    }
+
+    /// n1's record, which must have `state` at `release`.
+    fn record_is(&self, state: NodeState, release: &str) -> StatusRecord {
+        let record = self.record();
+        assert_eq!(
+            (record.state, record.release.as_str()),
+            (state, release),
+            "{}",
+            record.message
+        );
+        record
     }
 
     /// Starts an agent in the background with these extra flags.
@@ -164,6 +186,32 @@ impl Fleet {
             .parse()
             .unwrap()
     }
+
+    /// n1's record as each status commit that changed it left it, oldest first.
+    fn n1_history(&self) -> Vec<StatusRecord> {
+        let bare = self.bare();
+        git(
+            &bare,
+            &[
+                "rev-list",
+                "--reverse",
+                "fleet-status",
+                "--",
+                "nodes/n1.toml",
+            ],
+        )
+        .lines()
+        .map(|c| {
+            StatusRecord::from_toml(&git(&bare, &["show", &format!("{c}:nodes/n1.toml")])).unwrap()
+        })
+        .collect()
+    }
+
+    /// Serves the bare remote over `git daemon` (pushes allowed).
+    fn serve(&self) -> GitDaemon {
+        git(&self.bare(), &["config", "daemon.receivepack", "true"]);
+        GitDaemon::start(self.root.path())
+    }
 }
 
 /// A webhook receiver on loopback: its URL, and the bodies it was sent.
@@ -207,6 +255,20 @@ async fn ids(engine: &DockerEngine, project: &str) -> Vec<(String, String)> {
         .collect();
     ids.sort();
     ids
+}
+
+/// Exactly one container per service (api, web), each running, none kept as previous.
+async fn assert_one_running_container_per_service(engine: &DockerEngine, project: &str) {
+    let containers = observe(engine, project).await.unwrap();
+    assert_eq!(
+        containers.len(),
+        2,
+        "exactly one container per service: {containers:?}"
+    );
+    assert!(
+        containers.iter().all(|c| c.running && !c.is_previous()),
+        "{containers:?}"
+    );
 }
 
 #[tokio::test]
@@ -357,6 +419,166 @@ fn get(port: u16, path: &str) -> (u16, String) {
     http(port, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
 }
 
+/// A sample's labels: (name, value), in order.
+type Labels = Vec<(String, String)>;
+
+/// A Prometheus (OpenMetrics) text exposition, parsed.
+struct Exposition {
+    /// `# TYPE` of each family.
+    types: std::collections::BTreeMap<String, String>,
+    /// Every sample: name, labels, value.
+    samples: Vec<(String, Labels, f64)>,
+}
+
+impl Exposition {
+    /// The value of the sample `name` whose labels include `labels`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|s| s.2)
+    }
+
+    /// Every metric docs/metrics.md lists is exported with its documented type, except
+    /// `absent_until_seen`: labelled families with no series yet, which the encoder
+    /// leaves out (a counter by service appears with the first gate failure).
+    fn assert_documented_families(&self, absent_until_seen: &[&str]) {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+            .unwrap();
+        let documented: Vec<(String, String)> = docs
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let name = cells
+                    .get(1)?
+                    .strip_prefix("`gitfleet_")?
+                    .strip_suffix('`')?;
+                Some((format!("gitfleet_{name}"), cells.get(2)?.to_string()))
+            })
+            .collect();
+        assert_eq!(documented.len(), 11, "{documented:?}");
+        for (name, kind) in documented {
+            // OpenMetrics names a counter's family without its `_total` suffix.
+            let family = match kind.as_str() {
+                "counter" => name.strip_suffix("_total").unwrap_or(&name),
+                _ => &name,
+            };
+            let seen = self.samples.iter().any(|(n, _, _)| n.starts_with(family));
+            if absent_until_seen.contains(&name.as_str()) && !seen {
+                assert_eq!(self.types.get(family), None, "{family}");
+                continue;
+            }
+            assert_eq!(
+                self.types.get(family),
+                Some(&kind),
+                "# TYPE of {family} (docs/metrics.md lists {name})"
+            );
+            assert!(seen, "no sample of {family}");
+        }
+    }
+}
+
+/// `a="x",b="y\"z"}…` (after the `{`): the labels, and the text after the `}`.
+fn parse_labels(mut rest: &str) -> Option<(Labels, &str)> {
+    let mut labels = Vec::new();
+    loop {
+        if let Some(after) = rest.strip_prefix('}') {
+            return Some((labels, after));
+        }
+        if !labels.is_empty() {
+            rest = rest.strip_prefix(',')?;
+        }
+        let (key, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.push((key.to_string(), value));
+        rest = &after[end + 1..];
+    }
+}
+
+/// Parses the text format strictly: `# HELP`, `# TYPE`, `# UNIT` and a final `# EOF`;
+/// every other line `name{label="value",…} value` with a float value, of a family
+/// declared by `# TYPE` before it.
+fn parse_metrics(text: &str) -> Result<Exposition, String> {
+    let mut exposition = Exposition {
+        types: Default::default(),
+        samples: Vec::new(),
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.last() != Some(&"# EOF") {
+        return Err("no `# EOF` at the end".into());
+    }
+    let is_name = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    for line in &lines[..lines.len() - 1] {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut parts = comment.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("TYPE"), Some(name), Some(kind)) if is_name(name) => {
+                    exposition.types.insert(name.to_string(), kind.to_string());
+                }
+                (Some("HELP" | "UNIT"), Some(name), _) if is_name(name) => {}
+                _ => return Err(format!("bad comment line `{line}`")),
+            }
+            continue;
+        }
+        let bad = || format!("bad sample line `{line}`");
+        let name_end = line.find(['{', ' ']).ok_or_else(bad)?;
+        let name = &line[..name_end];
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(inner) = rest.strip_prefix('{') {
+            (labels, rest) = parse_labels(inner).ok_or_else(bad)?;
+            if !labels.iter().all(|(k, _)| is_name(k)) {
+                return Err(bad());
+            }
+        }
+        let mut fields = rest.strip_prefix(' ').ok_or_else(bad)?.split(' ');
+        let value = fields.next().ok_or_else(bad)?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .map_err(|_| format!("`{v}` is not a float in `{line}`"))?,
+        };
+        if fields.next().is_some_and(|t| t.parse::<f64>().is_err()) || fields.next().is_some() {
+            return Err(bad());
+        }
+        let family = ["_total", "_bucket", "_sum", "_count", "_created", "_info"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|f| exposition.types.contains_key(*f))
+            })
+            .unwrap_or(name);
+        if !is_name(name) || !exposition.types.contains_key(family) {
+            return Err(format!("`{name}` has no # TYPE before it"));
+        }
+        exposition.samples.push((name.to_string(), labels, value));
+    }
+    Ok(exposition)
+}
+
 #[tokio::test]
 async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stops_the_agent() {
     let images = test_images();
@@ -365,8 +587,7 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
     fleet.release(&images.healthy, &images.healthy, "First release");
     // Over git:// so that only the webhook, not a watch on the repository's files,
     // can tell the agent about the second release.
-    git(&fleet.bare(), &["config", "daemon.receivepack", "true"]);
-    let daemon = GitDaemon::start(fleet.root.path());
+    let daemon = fleet.serve();
     let port = common::free_port();
     let secret_file = fleet.root.path().join("hook-secret");
     std::fs::write(&secret_file, "s3cret\n").unwrap();
@@ -418,31 +639,66 @@ async fn drift_is_put_back_at_once_a_signed_webhook_fetches_now_and_sigterm_stop
     );
     let mac = gitfleet::hmac::hmac::<sha2::Sha256>(b"s3cret", body.as_bytes());
     let signature = format!("sha256={}", gitfleet::config::fleet::hex(&mac));
-    assert_eq!(post_hook(port, body, &signature), 202);
-    fleet.wait_for_record("the second release", |r| {
-        r.release == second && r.state == NodeState::Healthy
-    });
-
-    // The same listener serves readiness and Prometheus metrics.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let metrics = loop {
+    // `/metrics`, scraped all through the reconcile the hook starts (pull, converge,
+    // gate), parses every time as a Prometheus exposition with the documented families.
+    let scrape = || {
         let (code, text) = get(port, "/metrics");
         assert_eq!(code, 200, "{text}");
-        if text.contains(&format!("release=\"{second}\"")) {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "{text}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        parse_metrics(&text).unwrap_or_else(|e| panic!("{e} in\n{text}"))
     };
-    for series in [
-        "gitfleet_reconciles_total{result=\"healthy\"}",
-        "gitfleet_node_state{state=\"healthy\"} 1",
-        "gitfleet_window_open 1",
-        "gitfleet_git_fetch_duration_seconds_count",
-        "gitfleet_last_reconcile_timestamp_seconds",
-    ] {
-        assert!(metrics.contains(series), "no {series} in\n{metrics}");
-    }
+    let reconciles = |m: &Exposition| m.value("gitfleet_reconcile_duration_seconds_count", &[]);
+    let before = reconciles(&scrape()).unwrap();
+    assert_eq!(post_hook(port, body, &signature), 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut during = 0;
+    let metrics = loop {
+        let metrics = scrape();
+        let record = fleet.try_record();
+        let converged = record
+            .as_ref()
+            .is_some_and(|r| r.release == second && r.state == NodeState::Healthy);
+        if record.is_some_and(|r| r.release == second && r.state == NodeState::Converging) {
+            during += 1;
+        }
+        if converged && reconciles(&metrics) > Some(before) {
+            break metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for the second release"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(during > 0, "no scrape while the node converged");
+    metrics.assert_documented_families(&["gitfleet_gate_failures_total"]);
+    let one = |name: &str, labels: &[(&str, &str)]| metrics.value(name, labels);
+    assert_eq!(
+        one("gitfleet_release_info", &[("release", &second)]),
+        Some(1.0)
+    );
+    assert_eq!(
+        one("gitfleet_node_state", &[("state", "healthy")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        one("gitfleet_node_state", &[("state", "converging")]),
+        Some(0.0)
+    );
+    assert_eq!(one("gitfleet_window_open", &[]), Some(1.0));
+    assert!(one("gitfleet_reconciles_total", &[("result", "healthy")]) >= Some(2.0));
+    assert!(one("gitfleet_git_fetch_duration_seconds_count", &[]) > Some(0.0));
+    assert!(
+        one(
+            "gitfleet_git_fetch_duration_seconds_bucket",
+            &[("le", "+Inf")]
+        ) == one("gitfleet_git_fetch_duration_seconds_count", &[]),
+        "the +Inf bucket counts every fetch"
+    );
+    let last = one("gitfleet_last_reconcile_timestamp_seconds", &[]).unwrap();
+    assert!(
+        (chrono::Utc::now().timestamp() as f64 - last).abs() < 120.0,
+        "{last}"
+    );
     assert_eq!(get(port, "/readyz"), (200, "ready\n".to_string()));
     assert_eq!(get(port, "/healthz").0, 200);
 
@@ -514,15 +770,148 @@ async fn an_agent_killed_mid_converge_ends_converged_and_reported_when_started_a
         (record.state, record.release.as_str()),
         (NodeState::Healthy, second.as_str())
     );
-    let containers = observe(&engine, &fleet.project).await.unwrap();
+    assert_one_running_container_per_service(&engine, &fleet.project).await;
+    fleet.cleanup(&engine).await;
+}
+
+/// No two commits of n1 on the status branch carry the same record, and each release
+/// was reported healthy exactly once.
+fn assert_reported_once(fleet: &Fleet, releases: &[&str]) {
+    let history = fleet.n1_history();
+    for pair in history.windows(2) {
+        assert_ne!(pair[0], pair[1], "an identical record committed twice");
+    }
+    for release in releases {
+        let healthy = history
+            .iter()
+            .filter(|r| r.release == *release && r.state == NodeState::Healthy)
+            .count();
+        assert_eq!(
+            healthy, 1,
+            "healthy at {release} reported once: {history:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_agent_killed_during_a_status_push_ends_converged_and_reported_once() {
+    let images = test_images();
+    let fleet = Fleet::new("killpush");
+    let engine = DockerEngine::connect().await.unwrap();
+    let daemon = fleet.serve();
+    let url = daemon.url("fleet.git");
+    let killed_at = |failpoint: &str| {
+        let (code, out) = fleet.agent_once_at(&url, &[("GITFLEET_TEST_FAILPOINT", failpoint)]);
+        assert_eq!(code, None, "killed at {failpoint}: {out}");
+        assert!(out.contains(&format!("failpoint {failpoint}")), "{out}");
+    };
+
+    // Killed once its `converging` claim is on the remote, before touching a container.
+    let first = fleet.release(&images.healthy, &images.healthy, "First release");
+    killed_at("pushed-converging");
+    fleet.record_is(NodeState::Converging, &first);
+    assert!(ids(&engine, &fleet.project).await.is_empty());
+    let (code, out) = fleet.agent_once_at(&url, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    fleet.record_is(NodeState::Healthy, &first);
+
+    // Killed once its `healthy` report is on the remote, before its mirror or the
+    // agent learn that the push landed: the restart reports nothing twice.
+    let second = fleet.release(&images.healthy_v2, &images.healthy, "Second release");
+    killed_at("pushed-healthy");
+    fleet.record_is(NodeState::Healthy, &second);
+    let running = ids(&engine, &fleet.project).await;
+    let commits = fleet.status_commits();
+    let (code, out) = fleet.agent_once_at(&url, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(fleet.status_commits(), commits, "nothing pushed again");
     assert_eq!(
-        containers.len(),
-        2,
-        "exactly one container per service: {containers:?}"
+        ids(&engine, &fleet.project).await,
+        running,
+        "no container touched"
     );
+    let record = fleet.record_is(NodeState::Healthy, &second);
+    assert_eq!(record.images.0.len(), 64);
+
+    assert_one_running_container_per_service(&engine, &fleet.project).await;
+    assert_reported_once(&fleet, &[&first, &second]);
+    fleet.cleanup(&engine).await;
+}
+
+#[tokio::test]
+async fn with_self_heal_off_drift_is_reported_once_and_not_repaired() {
+    let images = test_images();
+    let fleet = Fleet::new("noheal");
+    let engine = DockerEngine::connect().await.unwrap();
+    fleet.release_with(
+        &images.healthy,
+        &images.healthy,
+        "self_heal = false\n",
+        "First release",
+    );
+    let url = format!("file://{}", fleet.bare().display());
+    let mut agent = fleet.spawn_agent(&url, &["--interval", "1s", "--listen", "none"]);
+    fleet.wait_for_record("healthy", |r| r.state == NodeState::Healthy);
+
+    let before = ids(&engine, &fleet.project).await;
+    let web = before.iter().find(|(s, _)| s == "web").unwrap().1.clone();
+    engine.remove(&web).await.unwrap();
+    fleet.wait_for_record("the drift in the status", |r| {
+        r.state == NodeState::Healthy
+            && r.message == "drift: `web` was removed (self_heal = false: reported, not repaired)"
+    });
+    // Several polls later: still not put back, and reported once, not on every poll.
+    let commits = fleet.status_commits();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let after = ids(&engine, &fleet.project).await;
+    assert_eq!(
+        after,
+        before
+            .into_iter()
+            .filter(|(s, _)| s == "api")
+            .collect::<Vec<_>>(),
+        "web stays removed, api untouched"
+    );
+    assert_eq!(
+        fleet.status_commits(),
+        commits,
+        "the drift is reported once"
+    );
+
+    assert_eq!(agent.terminate(), Some(0));
+    fleet.cleanup(&engine).await;
+}
+
+#[tokio::test]
+async fn a_tip_with_invalid_toml_on_a_remote_is_rejected_naming_file_and_line() {
+    let images = test_images();
+    let fleet = Fleet::new("badtoml");
+    let engine = DockerEngine::connect().await.unwrap();
+    let daemon = fleet.serve();
+    let url = daemon.url("fleet.git");
+    fleet.release(&images.healthy, &images.healthy, "First release");
+    let (code, out) = fleet.agent_once_at(&url, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    let running = ids(&engine, &fleet.project).await;
+
+    // An unterminated string in [rollout].
+    let path = fleet.work().join("fleet.toml");
+    let toml = std::fs::read_to_string(&path).unwrap();
+    let line = toml.lines().position(|l| l == "monitor = \"2s\"").unwrap() + 1;
+    std::fs::write(&path, toml.replace("monitor = \"2s\"", "monitor = \"2s")).unwrap();
+    let broken = commit_release(&fleet, "Broken fleet.toml", None);
+    let (code, out) = fleet.agent_once_at(&url, &[]);
+    assert_eq!(code, Some(3), "{out}");
+    let record = fleet.record_is(NodeState::Rejected, &broken);
     assert!(
-        containers.iter().all(|c| c.running && !c.is_previous()),
-        "{containers:?}"
+        record.message.contains(&format!("fleet.toml:{line}:")),
+        "the reason names the file and line {line}: {}",
+        record.message
+    );
+    assert_eq!(
+        ids(&engine, &fleet.project).await,
+        running,
+        "containers untouched"
     );
     fleet.cleanup(&engine).await;
 }

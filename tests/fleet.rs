@@ -253,6 +253,31 @@ impl Scenario {
         }
     }
 
+    /// How `gitfleet status --format json` shows `node` (`pending`, `stale`, …).
+    fn status_view(&self, node: &str) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+            .args([
+                "status",
+                "--repo",
+                &self.daemon.url("fleet.git"),
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        let text = common::output_text(&out);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect(&text);
+        doc["batches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|b| b["nodes"].as_array().into_iter().flatten())
+            .find(|n| n["node"] == node)
+            .and_then(|n| n["view"].as_str())
+            .unwrap_or_else(|| panic!("no {node} in {text}"))
+            .to_string()
+    }
+
     /// The images the node's `web` container runs (or an empty string).
     fn running_image(&self, node: &str) -> String {
         let out = self
@@ -452,6 +477,34 @@ fn a_rejected_release_changes_nothing_anywhere() {
         records["c1"].message
     );
     assert_eq!(all.map(|n| s.running_image(n)).to_vec(), running);
+
+    // A policy violation: a pinned image from a registry the policy does not allow.
+    std::fs::create_dir_all(s.work().join("policies")).unwrap();
+    std::fs::write(
+        s.work().join("policies/production.toml"),
+        "[admission]\nallowed_registries = [\"registry.example.com/acme/\"]\n",
+    )
+    .unwrap();
+    let with_policy = waves_toml(&images.healthy_v2, "").replace(
+        "compose = \"stack/compose.yaml\"\n",
+        "compose = \"stack/compose.yaml\"\npolicy = \"policies/production.toml\"\n",
+    );
+    let outside = s.release(&with_policy, &compose(""), "v2 from an unallowed registry");
+    s.wait_all(&all, NodeState::Rejected, &outside, Duration::from_secs(60));
+    for (node, record) in s.records() {
+        assert!(
+            record.message.contains(
+                "of service `web` is from a registry the policy policies/production.toml does not allow"
+            ),
+            "{node}: {}",
+            record.message
+        );
+    }
+    assert_eq!(
+        all.map(|n| s.running_image(n)).to_vec(),
+        running,
+        "every node keeps running what it ran"
+    );
     println!("{}", s.timeline());
 }
 
@@ -724,6 +777,7 @@ fn a_listed_node_that_never_reports_holds_its_batch_until_stale() {
         "{}",
         s.records()["r1"].message
     );
+    assert_eq!(s.status_view("ghost"), "pending", "ghost holds its batch");
     s.wait_all(
         &["r1"],
         NodeState::Healthy,
@@ -741,6 +795,7 @@ fn a_listed_node_that_never_reports_holds_its_batch_until_stale() {
         "r1 started {} after the release, before ghost was stale",
         started.since - committed
     );
+    assert_eq!(s.status_view("ghost"), "stale", "after stale_after");
 }
 
 /// A test environment of its own (scripts/testenv with another directory and port):

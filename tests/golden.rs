@@ -23,8 +23,80 @@ fn at(t: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
 }
 
-/// The example fleet, with `eu-lis-1` listed by id in `eu`, released at 20:00 UTC.
-fn mid_rollout(root: &Path) -> String {
+/// A node's record: node, batch, state, time (HH:MM), message, and whether it is for
+/// the release (else an old one, three days before).
+type Record = (
+    &'static str,
+    &'static str,
+    NodeState,
+    &'static str,
+    &'static str,
+    bool,
+);
+
+/// The canary done, `eu` halted by a failure, a stale node in `eu`.
+const HALTED: &[Record] = &[
+    (
+        "eu-fra-1",
+        "canary",
+        NodeState::Healthy,
+        "20:05",
+        "health gate passed",
+        true,
+    ),
+    (
+        "us-nyc-1",
+        "canary",
+        NodeState::Healthy,
+        "20:09",
+        "health gate passed",
+        true,
+    ),
+    (
+        "eu-ams-1",
+        "eu",
+        NodeState::Failed,
+        "20:31",
+        "health gate failed: service `web`: unhealthy; previous containers restored",
+        true,
+    ),
+    (
+        "eu-ber-1",
+        "eu",
+        NodeState::Healthy,
+        "20:33",
+        "health gate passed",
+        true,
+    ),
+    (
+        "br-sao-1",
+        "americas",
+        NodeState::Halted,
+        "20:40",
+        "release halted in batch `eu`",
+        true,
+    ),
+    (
+        "ap-ktm-1",
+        "apac",
+        NodeState::Halted,
+        "20:40",
+        "release halted in batch `eu`",
+        true,
+    ),
+    (
+        "eu-mad-1",
+        "eu",
+        NodeState::Healthy,
+        "19:00",
+        "in sync",
+        false,
+    ),
+];
+
+/// The example fleet, with `eu-lis-1` listed by id in `eu`, released at 20:00 UTC, and
+/// these records on its status branch.
+fn mid_rollout(root: &Path, records: &[Record]) -> String {
     let bare = root.join("fleet.git");
     std::fs::create_dir_all(&bare).unwrap();
     git(&bare, &["init", "--bare", "-q", "-b", "release"]);
@@ -61,65 +133,7 @@ fn mid_rollout(root: &Path) -> String {
         .unwrap()
         .images
         .id();
-    let records = [
-        (
-            "eu-fra-1",
-            "canary",
-            NodeState::Healthy,
-            "20:05",
-            "health gate passed",
-            true,
-        ),
-        (
-            "us-nyc-1",
-            "canary",
-            NodeState::Healthy,
-            "20:09",
-            "health gate passed",
-            true,
-        ),
-        (
-            "eu-ams-1",
-            "eu",
-            NodeState::Failed,
-            "20:31",
-            "health gate failed: service `web`: unhealthy; previous containers restored",
-            true,
-        ),
-        (
-            "eu-ber-1",
-            "eu",
-            NodeState::Healthy,
-            "20:33",
-            "health gate passed",
-            true,
-        ),
-        (
-            "br-sao-1",
-            "americas",
-            NodeState::Halted,
-            "20:40",
-            "release halted in batch `eu`",
-            true,
-        ),
-        (
-            "ap-ktm-1",
-            "apac",
-            NodeState::Halted,
-            "20:40",
-            "release halted in batch `eu`",
-            true,
-        ),
-        (
-            "eu-mad-1",
-            "eu",
-            NodeState::Healthy,
-            "19:00",
-            "in sync",
-            false,
-        ),
-    ];
-    for (node, batch, state, time, message, current) in records {
+    for &(node, batch, state, time, message, current) in records {
         let mut r = status_record(node);
         r.batch = batch.into();
         r.state = state;
@@ -172,7 +186,7 @@ fn golden(name: &str, actual: &str) {
 #[test]
 fn status_and_the_fleet_timeline_of_a_halted_mid_rollout() {
     let root = TempDir::new("golden");
-    let url = mid_rollout(root.path());
+    let url = mid_rollout(root.path(), HALTED);
     // The commit id depends on the example's files; keep it out of the golden text.
     let tip = git(&root.path().join("work"), &["rev-parse", "HEAD"]);
     let stable = |text: String| {
@@ -201,5 +215,60 @@ fn status_and_the_fleet_timeline_of_a_halted_mid_rollout() {
     golden(
         "plan-ap-ktm-1.txt",
         &stable(text).replace(&images[..12], "<images>"),
+    );
+}
+
+#[test]
+fn the_fleet_timeline_predicts_each_later_batch_in_node_time_and_utc() {
+    // The canary done; `eu` waits for its nightly window (02:00 in each node's zone),
+    // one of its nodes already through; the Americas and Asia still to come.
+    let root = TempDir::new("golden-upcoming");
+    let mut records: Vec<Record> = HALTED
+        .iter()
+        .filter(|r| ["eu-fra-1", "us-nyc-1", "eu-ber-1"].contains(&r.0))
+        .copied()
+        .collect();
+    let waiting = "waiting for batch `eu`";
+    records.extend([
+        (
+            "eu-ams-1",
+            "eu",
+            NodeState::WaitingWindow,
+            "20:20",
+            "window `nightly` opens 2026-11-25 02:00 CET (2026-11-25 01:00 UTC)",
+            true,
+        ),
+        (
+            "br-sao-1",
+            "americas",
+            NodeState::WaitingBatch,
+            "20:20",
+            waiting,
+            true,
+        ),
+        (
+            "ap-ktm-1",
+            "apac",
+            NodeState::WaitingBatch,
+            "20:20",
+            waiting,
+            true,
+        ),
+    ]);
+    let url = mid_rollout(root.path(), &records);
+    let tip = git(&root.path().join("work"), &["rev-parse", "HEAD"]);
+    let (code, text) = gitfleet(&["plan", "--repo", &url]);
+    assert_eq!(code, Some(0), "{text}");
+    let images = text
+        .split("(image set ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect(&text)
+        .to_string();
+    golden(
+        "plan-upcoming.txt",
+        &text
+            .replace(&tip[..12], "<release>")
+            .replace(&images, "<images>"),
     );
 }

@@ -308,6 +308,9 @@ impl Mirror {
             return Ok(Pushed::Unchanged);
         };
         self.push(&repo, commit, branch)?;
+        // Crash-safety tests stop here (`GITFLEET_TEST_FAILPOINT=pushed-<state>`): the
+        // record is on the remote, but neither the mirror nor the caller knows it yet.
+        crate::engine::failpoint(&format!("pushed-{}", record.state));
         repo.reference(
             &format!("refs/remotes/origin/{branch}"),
             commit,
