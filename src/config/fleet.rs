@@ -98,13 +98,17 @@ impl PinnedImage {
 
     /// The registry host of the reference (`docker.io` when none is written).
     pub fn registry(&self) -> &str {
-        let repo = self.name.split('@').next().unwrap_or(&self.name);
-        match repo.split_once('/') {
-            Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => {
-                host
-            }
-            _ => "docker.io",
-        }
+        registry_host(&self.name)
+    }
+}
+
+/// The registry host of an image reference, as Docker reads it: the first path part
+/// when it looks like a host (has `.` or `:`, or is `localhost`), else Docker Hub.
+pub fn registry_host(reference: &str) -> &str {
+    let repo = reference.split('@').next().unwrap_or(reference);
+    match repo.split_once('/') {
+        Some((host, _)) if host.contains('.') || host.contains(':') || host == "localhost" => host,
+        _ => "docker.io",
     }
 }
 

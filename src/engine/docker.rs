@@ -19,7 +19,7 @@ use bollard::query_parameters::{
 use futures_util::{Stream, TryStreamExt};
 
 use super::spec::{PROJECT_LABEL, ResourceSpec};
-use crate::config::fleet::PinnedImage;
+use crate::config::fleet::{PinnedImage, registry_host};
 
 /// What went wrong talking to the engine, phrased for an operator.
 #[derive(Debug)]
@@ -425,8 +425,9 @@ pub fn sources(image: &PinnedImage, mirrors: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Registry credentials from `~/.docker/config.json` (`auths.<host>.auth`), as the
-/// Docker CLI stores them; none when absent. Credential helpers are not consulted.
+/// Registry credentials from `$DOCKER_CONFIG/config.json` (else `~/.docker/config.json`),
+/// as the Docker CLI stores them; none when absent. Credential helpers (`credsStore`,
+/// `credHelpers`) are not consulted: see docs/engine.md.
 fn credentials_for(reference: &str) -> Option<DockerCredentials> {
     let home = std::env::var_os("DOCKER_CONFIG")
         .map(std::path::PathBuf::from)
@@ -435,12 +436,31 @@ fn credentials_for(reference: &str) -> Option<DockerCredentials> {
         })?;
     let text = std::fs::read_to_string(home.join("config.json")).ok()?;
     let config: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let host = reference.split('/').next()?;
-    let auth = config.get("auths")?.get(host)?.get("auth")?.as_str()?;
+    let (server, auth) = stored_auth(&config, reference)?;
     Some(DockerCredentials {
         auth: Some(auth.to_string()),
-        serveraddress: Some(host.to_string()),
+        serveraddress: Some(server.to_string()),
         ..Default::default()
+    })
+}
+
+/// The `auths` entry of a Docker config for the registry of `reference`: its key and
+/// `auth`. Docker Hub's credentials are stored under its v1 index URL.
+fn stored_auth<'a>(config: &'a serde_json::Value, reference: &str) -> Option<(&'a str, &'a str)> {
+    let host = registry_host(reference);
+    let keys: &[&str] = if host == "docker.io" {
+        &[
+            "https://index.docker.io/v1/",
+            "index.docker.io",
+            "docker.io",
+        ]
+    } else {
+        &[host]
+    };
+    let auths = config.get("auths")?.as_object()?;
+    keys.iter().find_map(|key| {
+        let (server, entry) = auths.get_key_value(*key)?;
+        Some((server.as_str(), entry.get("auth")?.as_str()?))
     })
 }
 
@@ -466,5 +486,27 @@ mod tests {
             format!("m:1/library/nginx@sha256:{d}")
         );
         assert_eq!(repository("127.0.0.1:5055/x/y"), "127.0.0.1:5055/x/y");
+    }
+
+    #[test]
+    fn stored_auth_finds_the_registry_and_docker_hub() {
+        let config = serde_json::json!({"auths": {
+            "https://index.docker.io/v1/": {"auth": "aHViOmh1Yg=="},
+            "127.0.0.1:5055": {"auth": "bG9jYWw6bG9jYWw="},
+        }});
+        let d = "1".repeat(64);
+        assert_eq!(
+            stored_auth(&config, &format!("nginx@sha256:{d}")),
+            Some(("https://index.docker.io/v1/", "aHViOmh1Yg=="))
+        );
+        assert_eq!(
+            stored_auth(&config, &format!("library/nginx@sha256:{d}")).map(|a| a.1),
+            Some("aHViOmh1Yg==")
+        );
+        assert_eq!(
+            stored_auth(&config, &format!("127.0.0.1:5055/x/y@sha256:{d}")).map(|a| a.1),
+            Some("bG9jYWw6bG9jYWw=")
+        );
+        assert_eq!(stored_auth(&config, &format!("quay.io/x@sha256:{d}")), None);
     }
 }
