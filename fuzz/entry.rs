@@ -23,8 +23,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("webhook", webhook),
 ];
 
-/// A fleet repository in memory.
-struct MemFiles(BTreeMap<&'static str, String>);
+/// A fleet repository in memory (also used by tests/never_panics.rs).
+pub struct MemFiles(pub BTreeMap<String, String>);
 
 impl RepoFiles for MemFiles {
     fn read(&self, path: &str) -> Result<Option<String>, String> {
@@ -36,7 +36,7 @@ impl RepoFiles for MemFiles {
             .0
             .keys()
             .filter(|k| k.starts_with(dir))
-            .map(|k| k.to_string())
+            .cloned()
             .collect())
     }
 }
@@ -46,13 +46,18 @@ const COMPOSE: &str = "services:\n  web:\n    image: r.example/web@sha256:000000
 const POLICY: &str = "[admission]\nallowed_registries = [\"r.example/\"]\n";
 
 fn repo(fleet: &str, compose: &str, policy: &str) {
-    let files = MemFiles(BTreeMap::from([
-        ("fleet.toml", fleet.to_string()),
-        ("stack/compose.yaml", compose.to_string()),
-        ("stack/web.env", "A=1\n".to_string()),
-        ("policies/p.toml", policy.to_string()),
-        ("policies/allowed_signers", String::new()),
-    ]));
+    let files = MemFiles(
+        [
+            ("fleet.toml", fleet),
+            ("stack/compose.yaml", compose),
+            ("stack/web.env", "A=1\n"),
+            ("policies/p.toml", policy),
+            ("policies/allowed_signers", ""),
+        ]
+        .into_iter()
+        .map(|(path, text)| (path.to_string(), text.to_string()))
+        .collect(),
+    );
     if let Err(diags) = load_repo(&files, &Interpolation::default()) {
         // Rendering is part of the path a hostile file takes (status messages, check).
         let _ = diags.to_string();

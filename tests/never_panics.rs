@@ -5,28 +5,16 @@ use std::collections::BTreeMap;
 
 use chrono::DateTime;
 use gitfleet::config::fleet::{ImageSetId, NodeId};
-use gitfleet::config::{Interpolation, RepoFiles, load_repo};
+use gitfleet::config::{Interpolation, load_repo};
 use gitfleet::core::batch::Tip;
 use gitfleet::core::decide::{Desired, Inputs, LocalFacts, decide};
 use gitfleet::core::status::{NodeState, StatusRecord};
 use proptest::prelude::*;
 
-struct MemFiles(BTreeMap<String, String>);
+#[path = "../fuzz/entry.rs"]
+mod entry;
 
-impl RepoFiles for MemFiles {
-    fn read(&self, path: &str) -> Result<Option<String>, String> {
-        Ok(self.0.get(path).cloned())
-    }
-
-    fn list(&self, dir: &str) -> Result<Vec<String>, String> {
-        Ok(self
-            .0
-            .keys()
-            .filter(|k| k.starts_with(dir))
-            .cloned()
-            .collect())
-    }
-}
+use entry::MemFiles;
 
 const FLEET: &str = r#"version = 1
 [fleet]
