@@ -18,14 +18,13 @@ use crate::core::decide::{Decision, Desired, Inputs, LocalFacts, RestoreReason, 
 use crate::core::plan::node_timezone;
 use crate::core::status::{NodeState, StatusRecord};
 use crate::core::window::{WindowState, state_at as window_state};
-use crate::engine::apply::{Outcome, Release, apply};
-use crate::engine::converge::observe;
-use crate::engine::converge::pull_all;
+use crate::engine::Stack;
+use crate::engine::apply::{Outcome, Release};
 use crate::engine::docker::{DockerEngine, sources};
 use crate::engine::plan::{ServiceAction, plan};
 use crate::engine::spec::ProjectSpec;
 use crate::engine::spec::{Sources, project_spec};
-use crate::git::{GitAuth, GitError, Mirror, redact_url};
+use crate::git::{ControlPlane, GitAuth, GitError, Mirror, redact_url};
 use crate::metrics::metrics;
 use crate::state::{LocalState, Outbox, materialize, project_dir};
 use crate::trust;
@@ -60,11 +59,28 @@ pub struct Reconciled {
     pub project: Option<String>,
 }
 
-/// The agent: its settings, mirror and engine.
-pub struct Agent {
+/// The loop's clock. The loop reads the time once per reconcile and hands `core` the
+/// value, so no decision reads a clock of its own.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The host's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The agent: its settings and its adapters (the Git control plane, the container
+/// engine, the clock).
+pub struct Agent<G = Mirror, E = DockerEngine, C = SystemClock> {
     settings: Settings,
-    mirror: Mirror,
-    engine: DockerEngine,
+    mirror: G,
+    engine: E,
+    clock: C,
     /// Woken by a verified webhook: fetch and reconcile now.
     trigger: Arc<Notify>,
     /// Whether the last reconcile succeeded (`GET /readyz`).
@@ -86,20 +102,29 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Agent {
+    /// The agent with its real adapters: a bare mirror in the state directory, the
+    /// Docker engine the CLI would use, the host's clock.
     pub async fn new(settings: Settings) -> Result<Self, String> {
         let mirror = Mirror::open(&settings.state_dir.join("mirror.git"), &settings.repo_url)
             .map_err(|e| e.to_string())?
             .with_auth(settings.auth.clone());
         let engine = DockerEngine::connect().await.map_err(|e| e.to_string())?;
-        Ok(Agent {
+        Ok(Agent::with_adapters(settings, mirror, engine, SystemClock))
+    }
+}
+
+impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
+    pub fn with_adapters(settings: Settings, mirror: G, engine: E, clock: C) -> Self {
+        Agent {
             settings,
             mirror,
             engine,
+            clock,
             trigger: Arc::new(Notify::new()),
             ready: Arc::default(),
             last_notify: std::sync::Mutex::default(),
             notifications: std::sync::Mutex::default(),
-        })
+        }
     }
 
     /// What the listener wakes when a signed push webhook arrives.
@@ -166,7 +191,7 @@ impl Agent {
         let own = records.iter().find(|r| r.node == s.node).cloned();
 
         // Decide.
-        let now = Utc::now();
+        let now = self.clock.now();
         let (desired, images, batch, timezone) = match &admitted {
             Ok(repo) => {
                 let images = repo.images.id();
@@ -328,7 +353,7 @@ impl Agent {
             (verdict, Ok(repo)) if verdict.prepull() => {
                 local.pulling(&references(repo));
                 local.save(&s.state_dir)?;
-                if let Err(e) = pull_all(&self.engine, &repo.images, &repo.fleet.registries).await {
+                if let Err(e) = self.engine.pull(&repo.images, &repo.fleet.registries).await {
                     message = format!("{message}; pre-pull failed: {e}");
                 }
             }
@@ -380,7 +405,7 @@ impl Agent {
             &records,
             claim,
             max,
-            Utc::now(),
+            self.clock.now(),
         ))
     }
 
@@ -443,7 +468,9 @@ impl Agent {
             rollout: &repo.fleet.rollout,
             probes: &repo.fleet.health,
         };
-        let outcome = apply(&self.engine, &release)
+        let outcome = self
+            .engine
+            .apply(&release)
             .await
             .map_err(|e| e.to_string())?;
         if let Outcome::Restored { service, .. } = &outcome {
@@ -524,7 +551,9 @@ impl Agent {
     /// container stopped, removed or replaced by hand. `None` when nothing does.
     async fn drift(&self, repo: &FleetRepo, commit: &str) -> Result<Option<String>, String> {
         let spec = self.spec(repo, commit)?;
-        let observed = observe(&self.engine, &spec.project)
+        let observed = self
+            .engine
+            .observe(&spec.project)
             .await
             .map_err(|e| e.to_string())?;
         let plan = plan(&spec, &observed);
@@ -558,7 +587,7 @@ impl Agent {
         state: NodeState,
         message: String,
     ) -> StatusRecord {
-        let now = Utc::now();
+        let now = self.clock.now();
         let since = own
             .filter(|o| o.state == state && o.release == release)
             .map_or(now, |o| o.since);
@@ -678,7 +707,7 @@ impl Agent {
             let (next, project) = async {
                 let result = self.reconcile().await;
                 let state = result.as_ref().ok().map(|r| r.state);
-                metrics().reconciled(state, started.elapsed(), Utc::now());
+                metrics().reconciled(state, started.elapsed(), self.clock.now());
                 self.ready
                     .store(result.is_ok(), std::sync::atomic::Ordering::Relaxed);
                 match result {
@@ -696,13 +725,13 @@ impl Agent {
             .await;
             let poll = jittered(self.settings.interval);
             let until = next
-                .and_then(|t| (t - Utc::now()).to_std().ok())
+                .and_then(|t| (t - self.clock.now()).to_std().ok())
                 .map_or(poll, |d| d.min(poll));
             let drifted = async {
                 let Some(project) = project else {
                     return std::future::pending().await;
                 };
-                let mut events = Box::pin(self.engine.project_events(&project));
+                let mut events = Box::pin(self.engine.events(&project));
                 while let Some(event) = events.next().await {
                     let action = event.ok().and_then(|e| e.action).unwrap_or_default();
                     if matches!(action.as_str(), "die" | "destroy") {

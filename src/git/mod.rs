@@ -93,6 +93,69 @@ pub enum Pushed {
     Unchanged,
 }
 
+/// The control plane as the reconcile loop uses it: the release branch and the status
+/// branch of one remote. Calls block (Git); the loop runs them off the async runtime,
+/// hence `Clone + Send + 'static`. [`Mirror`] is the implementation.
+pub trait ControlPlane: Clone + Send + Sync + 'static {
+    type Files: RepoFiles;
+    /// Brings `branches` up to date from the remote.
+    fn fetch(&self, branches: &[&str]) -> Result<Fetched, GitError>;
+    /// The fetched tip of `branch`, if it exists.
+    fn tip(&self, branch: &str) -> Result<Option<String>, GitError>;
+    /// When `commit` was committed.
+    fn committed(&self, commit: &str) -> Result<chrono::DateTime<chrono::Utc>, GitError>;
+    /// The files of `commit`.
+    fn files(&self, commit: &str) -> Result<Self::Files, GitError>;
+    /// The signature of `commit` and the bytes it signs.
+    fn signature(&self, commit: &str) -> Result<(Option<String>, Vec<u8>), GitError>;
+    /// Every node's record at the tip of the status branch.
+    fn records(&self, status_branch: &str) -> Result<Records, GitError>;
+    /// Writes this node's record (a compare-and-swap on the status branch).
+    fn push_record(
+        &self,
+        status_branch: &str,
+        record: &StatusRecord,
+        attempts: u32,
+    ) -> Result<Pushed, GitError>;
+}
+
+impl ControlPlane for Mirror {
+    type Files = TreeFiles;
+
+    fn fetch(&self, branches: &[&str]) -> Result<Fetched, GitError> {
+        Mirror::fetch(self, branches)
+    }
+
+    fn tip(&self, branch: &str) -> Result<Option<String>, GitError> {
+        Mirror::tip(self, branch)
+    }
+
+    fn committed(&self, commit: &str) -> Result<chrono::DateTime<chrono::Utc>, GitError> {
+        Mirror::committed(self, commit)
+    }
+
+    fn files(&self, commit: &str) -> Result<TreeFiles, GitError> {
+        Mirror::files(self, commit)
+    }
+
+    fn signature(&self, commit: &str) -> Result<(Option<String>, Vec<u8>), GitError> {
+        Mirror::signature(self, commit)
+    }
+
+    fn records(&self, status_branch: &str) -> Result<Records, GitError> {
+        Mirror::records(self, status_branch)
+    }
+
+    fn push_record(
+        &self,
+        status_branch: &str,
+        record: &StatusRecord,
+        attempts: u32,
+    ) -> Result<Pushed, GitError> {
+        Mirror::push_record(self, status_branch, record, attempts)
+    }
+}
+
 impl Mirror {
     /// Opens (creating if needed) the bare mirror at `path` for `url`.
     pub fn open(path: &Path, url: &str) -> Result<Self, GitError> {
