@@ -508,11 +508,12 @@ fn a_rejected_release_changes_nothing_anywhere() {
     println!("{}", s.timeline());
 }
 
-/// v2 fails its health gate on node `a2` only (the compose file sees `GITFLEET_NODE`).
-fn failing_on_a2() -> String {
-    compose(
-        "    healthcheck:\n      test: [\"CMD\", \"sh\", \"-c\", \"test ${GITFLEET_NODE} != a2 && wget -q -O /dev/null http://127.0.0.1:8080/\"]\n      interval: 1s\n      retries: 2\n",
-    )
+/// A compose file whose health check fails on node `node` only (the compose file sees
+/// `GITFLEET_NODE`).
+fn failing_on(node: &str) -> String {
+    compose(&format!(
+        "    healthcheck:\n      test: [\"CMD\", \"sh\", \"-c\", \"test ${{GITFLEET_NODE}} != {node} && wget -q -O /dev/null http://127.0.0.1:8080/\"]\n      interval: 1s\n      retries: 2\n",
+    ))
 }
 
 /// A release that fails on one node of the second batch halts: with `action`, which
@@ -528,7 +529,11 @@ fn bad_release(label: &str, action: &str) {
     }
     s.wait_all(&all, NodeState::Healthy, &v1, Duration::from_secs(120));
 
-    let bad = s.release(&toml(&images.healthy_v2), &failing_on_a2(), "v2, bad on a2");
+    let bad = s.release(
+        &toml(&images.healthy_v2),
+        &failing_on("a2"),
+        "v2, bad on a2",
+    );
     let applied = if action == "rollback" {
         NodeState::RolledBack
     } else {
@@ -574,6 +579,51 @@ fn a_bad_release_halts_and_rollback_returns_every_node_that_applied_it() {
 #[test]
 fn a_bad_release_halts_and_pause_returns_only_the_failed_node() {
     bad_release("pause", "pause");
+}
+
+/// SPEC §3 rule 6 at the first batch: the canary fails the gate and restores; the
+/// release is halted before any wave; no other node ever runs the bad digest.
+#[test]
+fn a_failing_canary_halts_the_release_before_any_wave() {
+    let images = test_images();
+    let mut s = Scenario::new("canary-fails");
+    let toml = |web: &str| waves_toml(web, "failure_action = \"rollback\"");
+    let v1 = s.release(&toml(&images.healthy), &compose(""), "v1");
+    let all = ["c1", "a1", "a2"];
+    for node in all {
+        s.start(node, "UTC");
+    }
+    s.wait_all(&all, NodeState::Healthy, &v1, Duration::from_secs(120));
+
+    let bad = s.release(
+        &toml(&images.healthy_v2),
+        &failing_on("c1"),
+        "v2, bad on c1",
+    );
+    s.wait_states(&[("c1", NodeState::Failed)], &bad, Duration::from_secs(120));
+    s.wait_states(
+        &[("a1", NodeState::Halted), ("a2", NodeState::Halted)],
+        &bad,
+        Duration::from_secs(60),
+    );
+    println!("{}", s.timeline());
+    let history = s.history();
+    for node in ["a1", "a2"] {
+        assert!(
+            first(&history, |st| st.node == node
+                && st.release == bad
+                && st.state.holds_slot())
+            .is_none(),
+            "{node} must never start a release the canary failed\n{}",
+            s.timeline()
+        );
+    }
+    for node in all {
+        assert!(
+            s.running_image(node).starts_with(&images.healthy),
+            "{node} runs v1"
+        );
+    }
 }
 
 #[test]
