@@ -55,7 +55,7 @@ impl Fleet {
             work.join("fleet.toml"),
             format!(
                 "version = 1\n[fleet]\nname = \"shop\"\ncompose = \"stack/compose.yaml\"\n[images]\nweb = \"{web}\"\napi = \"{api}\"\n\
-                 [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"15s\"\n{rollout_extra}[batches.canary]\nnodes = [\"n1\"]\n\
+                 [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"60s\"\n{rollout_extra}[batches.canary]\nnodes = [\"n1\"]\n\
                  [notify]\nurl_env = \"GFT_TEST_NOTIFY_URL\"\nformat = \"json\"\nevents = [\"healthy\", \"failed\", \"rejected\"]\n"
             ),
         )
