@@ -47,6 +47,8 @@ pub struct Settings {
     pub interval: Duration,
     /// `--allowed-signers`: (path, contents) every release tip must be signed by.
     pub pinned_signers: Option<(String, String)>,
+    /// `--node-key`: signs the node's status commits.
+    pub node_key: Option<trust::NodeKey>,
 }
 
 /// How one reconcile ended, for `--once`'s exit code and the log.
@@ -105,9 +107,12 @@ impl Agent {
     /// The agent with its real adapters: a bare mirror in the state directory, the
     /// Docker engine the CLI would use, the host's clock.
     pub async fn new(settings: Settings) -> Result<Self, String> {
-        let mirror = Mirror::open(&settings.state_dir.join("mirror.git"), &settings.repo_url)
+        let mut mirror = Mirror::open(&settings.state_dir.join("mirror.git"), &settings.repo_url)
             .map_err(|e| e.to_string())?
             .with_auth(settings.auth.clone());
+        if let Some(key) = &settings.node_key {
+            mirror = mirror.with_signer(key.0.clone());
+        }
         let engine = DockerEngine::connect().await.map_err(|e| e.to_string())?;
         Ok(Agent::with_adapters(settings, mirror, engine, SystemClock))
     }

@@ -200,6 +200,11 @@ pub struct AgentArgs {
     #[arg(long, value_name = "FILE", env = "GITFLEET_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
 
+    /// The node's SSH private key (OpenSSH format, unencrypted): its status commits are
+    /// signed with it, and `status` checks them against `key` under `[nodes.<id>]`.
+    #[arg(long, value_name = "FILE", env = "GITFLEET_NODE_KEY")]
+    pub node_key: Option<PathBuf>,
+
     /// An allowed_signers file (ssh-keygen format) kept on the node: every release tip
     /// must then be signed by one of its keys, whatever the repository's policy says.
     #[arg(long, value_name = "FILE", env = "GITFLEET_ALLOWED_SIGNERS")]

@@ -148,6 +148,73 @@ fn is_key_type(field: &str) -> bool {
     field.starts_with("ssh-") || field.starts_with("ecdsa-") || field.starts_with("sk-")
 }
 
+/// A node's signing key, read from an OpenSSH private key file (`--node-key`).
+#[derive(Clone)]
+pub struct NodeKey(pub ssh_key::PrivateKey);
+
+impl std::fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NodeKey(***)")
+    }
+}
+
+impl NodeKey {
+    /// Reads the key at `path`; an encrypted key is refused (an agent cannot ask for a
+    /// passphrase).
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+        let key = ssh_key::PrivateKey::from_openssh(&text)
+            .map_err(|e| format!("{shown} is not an OpenSSH private key: {e}"))?;
+        if key.is_encrypted() {
+            return Err(format!(
+                "{shown} is encrypted; an agent cannot ask for its passphrase: remove it with `ssh-keygen -p -N '' -f {shown}` and keep the file readable by the agent only"
+            ));
+        }
+        Ok(NodeKey(key))
+    }
+}
+
+/// The `gpgsig` of a commit whose object text is `content`, signed with `key`: what
+/// `git commit -S` writes with `gpg.format = ssh`, so `git log --show-signature` checks it.
+pub fn sign_commit(key: &ssh_key::PrivateKey, content: &[u8]) -> Result<String, String> {
+    key.sign(GIT_NAMESPACE, HashAlg::Sha512, content)
+        .and_then(|sig| sig.to_pem(ssh_key::LineEnding::LF))
+        .map_err(|e| format!("cannot sign the status commit: {e}"))
+}
+
+/// Whether a node's status commit (its `gpgsig` and signed bytes) is signed by the node's
+/// key listed in fleet.toml (`key`, OpenSSH text).
+pub fn node_signed(key: &str, signature: Option<&str>, signed: &[u8]) -> Authenticity {
+    let Ok(key) = PublicKey::from_openssh(key) else {
+        return Authenticity::Invalid;
+    };
+    let Some(armored) = signature else {
+        return Authenticity::Unsigned;
+    };
+    match SshSig::from_pem(armored.trim()) {
+        Ok(sig)
+            if sig.public_key() == key.key_data()
+                && key.verify(GIT_NAMESPACE, signed, &sig).is_ok() =>
+        {
+            Authenticity::Signed
+        }
+        _ => Authenticity::Invalid,
+    }
+}
+
+/// How a node's record stands against the key fleet.toml lists for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Authenticity {
+    /// The commit that last wrote the record is signed by the node's key.
+    Signed,
+    /// That commit carries no signature.
+    Unsigned,
+    /// It is signed, but not by the node's key (or the signature does not match).
+    Invalid,
+}
+
 /// Which signers a tip must satisfy, by the chain of trust.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Requirement {

@@ -1210,3 +1210,113 @@ async fn secrets_never_reach_logs_status_records_the_state_directory_or_print_co
     }
     fleet.cleanup(&engine).await;
 }
+
+/// `gitfleet status --format json` of the test fleet.
+fn status_json(fleet: &Fleet) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args(["status", "--format", "json", "--repo"])
+        .arg(format!("file://{}", fleet.bare().display()))
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", common::output_text(&out)))
+}
+
+#[tokio::test]
+async fn a_node_signs_its_status_commits_and_status_marks_a_record_it_did_not_write() {
+    let images = test_images();
+    let fleet = Fleet::new("nodekey");
+    let engine = DockerEngine::connect().await.unwrap();
+    let (key, public) = ssh_key(&fleet, "n1-key");
+    let nodes = format!("\n[nodes.n1]\nkey = \"{public}\"\n");
+    fleet.release_with(&images.healthy, &images.healthy, &nodes, "Keyed");
+    let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args([
+            "agent",
+            "--once",
+            "--node",
+            "n1",
+            "--project",
+            &fleet.project,
+            "--repo",
+        ])
+        .arg(format!("file://{}", fleet.bare().display()))
+        .arg("--state-dir")
+        .arg(fleet.state())
+        .arg("--node-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
+    assert_eq!(status_json(&fleet)["authenticity"]["n1"], "signed");
+    // Git itself accepts the signature.
+    let signers = fleet.root.path().join("node-signers");
+    std::fs::write(&signers, format!("n1 {public}\n")).unwrap();
+    let shown = git(
+        &fleet.bare(),
+        &[
+            "-c",
+            &format!("gpg.ssh.allowedSignersFile={}", signers.display()),
+            "log",
+            "-1",
+            "--format=%G?",
+            "fleet-status",
+        ],
+    );
+    assert_eq!(shown.trim(), "G", "git verifies the node's signature");
+
+    // Someone else rewrites n1's record with a plain, unsigned commit.
+    let forger = fleet.root.path().join("forger");
+    git(
+        fleet.root.path(),
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "fleet-status",
+            fleet.bare().to_str().unwrap(),
+            forger.to_str().unwrap(),
+        ],
+    );
+    let record = forger.join("nodes/n1.toml");
+    let text = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(
+        &record,
+        text.replace("health gate passed", "all fine, trust me"),
+    )
+    .unwrap();
+    git(&forger, &["commit", "-q", "-am", "n1: healthy (forged)"]);
+    git(&forger, &["push", "-q", "origin", "fleet-status"]);
+    assert_eq!(status_json(&fleet)["authenticity"]["n1"], "unsigned");
+    let table = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args(["status", "--repo"])
+        .arg(format!("file://{}", fleet.bare().display()))
+        .output()
+        .unwrap();
+    let table = common::output_text(&table);
+    assert!(table.contains("healthy (unsigned)"), "{table}");
+    assert!(
+        table.contains("the record of n1 was not written by n1"),
+        "{table}"
+    );
+
+    // A key that is not a key is a configuration error, named.
+    let bad = fleet.root.path().join("not-a-key");
+    std::fs::write(&bad, "hello").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args([
+            "agent",
+            "--once",
+            "--node",
+            "n1",
+            "--repo",
+            "file:///nonexistent",
+            "--node-key",
+        ])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(common::output_text(&out).contains("is not an OpenSSH private key"));
+    fleet.cleanup(&engine).await;
+}

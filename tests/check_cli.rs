@@ -102,6 +102,14 @@ const VARIANTS: &[Variant] = &[
         at: None,
     },
     Variant {
+        name: "a node key that is not an SSH public key",
+        file: "fleet.toml",
+        from: "timezone = \"Europe/Amsterdam\"",
+        to: "timezone = \"Europe/Amsterdam\"\nkey = \"ssh-ed25519 not-base64!\"",
+        expect: &["`key` is not an SSH public key", "`nodes.eu-ams-1.key`"],
+        at: Some("key = "),
+    },
+    Variant {
         name: "unpinned image",
         file: "fleet.toml",
         from: API_PIN,

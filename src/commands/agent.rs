@@ -87,6 +87,12 @@ fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
         }
         None => None,
     };
+    let node_key = args
+        .node_key
+        .as_deref()
+        .map(crate::trust::NodeKey::load)
+        .transpose()
+        .map_err(|e| usage(format!("--node-key {e}")))?;
     let _lock = StateLock::acquire(&args.state_dir).map_err(usage)?;
     let settings = Settings {
         repo_url: args.remote.repo.url.clone(),
@@ -98,6 +104,7 @@ fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
         timezone,
         interval,
         pinned_signers,
+        node_key,
     };
     let secret = match &args.webhook_secret_file {
         Some(path) => {

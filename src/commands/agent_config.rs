@@ -118,6 +118,7 @@ pub fn print(args: &AgentArgs) -> String {
         ("listen", Some(quote(&args.listen))),
         ("webhook_secret_file", path(&args.webhook_secret_file)),
         ("allowed_signers", path(&args.allowed_signers)),
+        ("node_key", path(&args.node_key)),
         ("git_username", repo.git_username.as_deref().map(quote)),
         ("git_password_file", path(&repo.git_password_file)),
         ("git_ca_file", path(&repo.git_ca_file)),

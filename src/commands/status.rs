@@ -1,6 +1,7 @@
 //! `gitfleet status --repo URL`: where a release stands across the fleet, read from the
 //! release branch and the status branch alone (no node, no server).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 
@@ -10,10 +11,12 @@ use super::exit;
 use super::remote::{FleetRelease, ScratchMirror, now, read_records, read_release};
 use crate::cli::{StatusArgs, StatusFormat};
 use crate::config::duration::{DURATION_HELP, parse_duration};
-use crate::config::fleet::NodeId;
+use crate::config::fleet::{Fleet, NodeId};
 use crate::core::batch::Tip;
+use crate::core::status::StatusRecord;
 use crate::core::summary::{FleetSummary, NodeView, summarize};
 use crate::git::Mirror;
+use crate::trust::{self, Authenticity};
 
 /// Version of the JSON document; bumped only on an incompatible change (docs/status.md).
 const SCHEMA: u32 = 1;
@@ -35,6 +38,9 @@ struct Snapshot {
     /// `None` when the release is rejected (its diagnostics are in `release.repo`).
     summary: Option<FleetSummary>,
     unreadable: Vec<(String, String)>,
+    /// For each node fleet.toml lists a `key` for and that has reported: whether the
+    /// commit that last wrote its record is signed by that key.
+    authenticity: BTreeMap<NodeId, Authenticity>,
     /// The status branch's tip: with the release commit, what --watch compares.
     status_tip: Option<String>,
 }
@@ -93,7 +99,7 @@ fn look(mirror: &Mirror, args: &StatusArgs, now: DateTime<Utc>) -> Result<Snapsh
         args.release.as_deref(),
         &NodeId::from("status"),
     )?;
-    let (summary, unreadable, status_tip) = match &release.repo {
+    let (summary, unreadable, authenticity, status_tip) = match &release.repo {
         Ok(repo) => {
             let branch = &repo.fleet.status_branch;
             let (records, unreadable) = read_records(mirror, branch)?;
@@ -102,17 +108,51 @@ fn look(mirror: &Mirror, args: &StatusArgs, now: DateTime<Utc>) -> Result<Snapsh
                 committed: release.committed,
             };
             let summary = summarize(&repo.fleet, &records, &tip, &repo.images.id(), now);
+            let authenticity = authenticity(mirror, branch, &repo.fleet)?;
             let status_tip = mirror.tip(branch).map_err(|e| e.to_string())?;
-            (Some(summary), unreadable, status_tip)
+            (Some(summary), unreadable, authenticity, status_tip)
         }
-        Err(_) => (None, Vec::new(), None),
+        Err(_) => (None, Vec::new(), BTreeMap::new(), None),
     };
     Ok(Snapshot {
         release,
         summary,
         unreadable,
+        authenticity,
         status_tip,
     })
+}
+
+/// Commits walked back from the status tip to find who last wrote each record.
+const AUTHENTICITY_DEPTH: usize = 10_000;
+
+/// Whether each keyed node's record was last written by a commit its key signed.
+fn authenticity(
+    mirror: &Mirror,
+    branch: &str,
+    fleet: &Fleet,
+) -> Result<BTreeMap<NodeId, Authenticity>, String> {
+    let keyed: Vec<(&NodeId, &str)> = fleet
+        .nodes
+        .iter()
+        .filter_map(|(id, facts)| facts.key.as_deref().map(|key| (id, key)))
+        .collect();
+    if keyed.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let writers = mirror
+        .record_writers(branch, AUTHENTICITY_DEPTH)
+        .map_err(|e| e.to_string())?;
+    Ok(keyed
+        .into_iter()
+        .filter_map(|(id, key)| {
+            let (signature, signed) = writers.get(&StatusRecord::path(id))?;
+            Some((
+                id.clone(),
+                trust::node_signed(key, signature.as_deref(), signed),
+            ))
+        })
+        .collect())
 }
 
 /// "3m ago", "2h ago", "5d ago".
@@ -181,6 +221,11 @@ fn render_table(snapshot: &Snapshot, now: DateTime<Utc>, color: bool) -> String 
                     NodeView::Working(s) => s.to_string(),
                     v => v.as_str().to_string(),
                 };
+                let state = match snapshot.authenticity.get(&n.node) {
+                    Some(Authenticity::Unsigned) => format!("{state} (unsigned)"),
+                    Some(Authenticity::Invalid) => format!("{state} (not signed by its key)"),
+                    _ => state,
+                };
                 [
                     if i == 0 { batch.clone() } else { String::new() },
                     n.node.as_str().to_string(),
@@ -222,6 +267,7 @@ fn render_table(snapshot: &Snapshot, now: DateTime<Utc>, color: bool) -> String 
     let _ = writeln!(out, "{}", line(header, None));
     for r in &rows {
         let code = match r[2].as_str() {
+            s if s.ends_with("signed)") || s.ends_with("its key)") => "31;1",
             "healthy" => "32",
             "failed" | "rolled-back" | "rejected" => "31",
             "pending" | "stale" => "33",
@@ -242,6 +288,14 @@ fn render_table(snapshot: &Snapshot, now: DateTime<Utc>, color: bool) -> String 
     for (path, why) in &snapshot.unreadable {
         let _ = writeln!(out, "warning: status record {path} is unreadable: {why}");
     }
+    for (node, verdict) in &snapshot.authenticity {
+        if matches!(verdict, Authenticity::Unsigned | Authenticity::Invalid) {
+            let _ = writeln!(
+                out,
+                "warning: the record of {node} was not written by {node}: its commit is not signed by the key fleet.toml lists for it"
+            );
+        }
+    }
     out
 }
 
@@ -259,6 +313,10 @@ fn render_json(snapshot: &Snapshot, one_line: bool) -> String {
             {
                 doc.extend(fields);
                 doc.insert("rejected".into(), false.into());
+                doc.insert(
+                    "authenticity".into(),
+                    serde_json::to_value(&snapshot.authenticity).unwrap_or_default(),
+                );
                 doc.insert(
                     "unreadable_records".into(),
                     snapshot

@@ -347,6 +347,9 @@ pub struct NodeFacts {
     pub timezone: Option<chrono_tz::Tz>,
     pub weight: u32,
     pub hold: bool,
+    /// `key`: the node's SSH public key (OpenSSH format, checked when read); its status
+    /// commits must carry its signature, or `status` marks its record (crate::trust).
+    pub key: Option<String>,
 }
 
 impl Default for NodeFacts {
@@ -355,6 +358,7 @@ impl Default for NodeFacts {
             timezone: None,
             weight: 1,
             hold: false,
+            key: None,
         }
     }
 }

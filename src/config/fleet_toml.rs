@@ -54,7 +54,7 @@ const ROLLOUT_KEYS: &[&str] = &[
 ];
 const WINDOW_KEYS: &[&str] = &["schedule", "duration"];
 const BATCH_KEYS: &[&str] = &["nodes", "window"];
-const NODE_KEYS: &[&str] = &["timezone", "weight", "hold"];
+const NODE_KEYS: &[&str] = &["timezone", "weight", "hold", "key"];
 const HEALTH_KEYS: &[&str] = &["http", "tcp", "command"];
 const NOTIFY_KEYS: &[&str] = &["url_env", "format", "events"];
 
@@ -667,6 +667,15 @@ fn read_nodes(t: &TableReader, diags: &mut Diagnostics) -> BTreeMap<NodeId, Node
         }
         if let Some(h) = n.bool("hold", diags) {
             facts.hold = h.value;
+        }
+        if let Some(key) = n.string("key", "\"ssh-ed25519 AAAAC3Nza… eu-1\"", diags) {
+            match ssh_key::PublicKey::from_openssh(&key.value) {
+                Ok(_) => facts.key = Some(key.value),
+                Err(e) => diags.push(
+                    n.error("key", key.span, format!("`key` is not an SSH public key: {e}"))
+                        .help("paste the node's public key as one line, as in its `.pub` file: `ssh-ed25519 AAAA… node`"),
+                ),
+            }
         }
         nodes.insert(NodeId(id.to_string()), facts);
     }

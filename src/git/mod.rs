@@ -10,6 +10,7 @@ pub mod known_hosts;
 pub use auth::{GitAuth, Secret, redact_url};
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -71,11 +72,17 @@ pub struct Mirror {
     path: PathBuf,
     url: String,
     auth: std::sync::Arc<GitAuth>,
+    /// The node's key: its status commits are SSH-signed with it (`--node-key`).
+    signer: Option<std::sync::Arc<ssh_key::PrivateKey>>,
 }
 
 /// The records read from the status branch, and the files that are not valid records
 /// (path, why).
 pub type Records = (Vec<StatusRecord>, Vec<(String, String)>);
+
+/// A commit's signature (its `gpgsig` header; `None` when unsigned) and the bytes it
+/// signs.
+pub type CommitSignature = (Option<String>, Vec<u8>);
 
 /// What a fetch transferred (the pack; the ref advertisement is not counted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +114,7 @@ pub trait ControlPlane: Clone + Send + Sync + 'static {
     /// The files of `commit`.
     fn files(&self, commit: &str) -> Result<Self::Files, GitError>;
     /// The signature of `commit` and the bytes it signs.
-    fn signature(&self, commit: &str) -> Result<(Option<String>, Vec<u8>), GitError>;
+    fn signature(&self, commit: &str) -> Result<CommitSignature, GitError>;
     /// Every node's record at the tip of the status branch.
     fn records(&self, status_branch: &str) -> Result<Records, GitError>;
     /// Writes this node's record (a compare-and-swap on the status branch).
@@ -138,7 +145,7 @@ impl ControlPlane for Mirror {
         Mirror::files(self, commit)
     }
 
-    fn signature(&self, commit: &str) -> Result<(Option<String>, Vec<u8>), GitError> {
+    fn signature(&self, commit: &str) -> Result<CommitSignature, GitError> {
         Mirror::signature(self, commit)
     }
 
@@ -166,6 +173,7 @@ impl Mirror {
             path: path.to_path_buf(),
             url: url.to_string(),
             auth: Default::default(),
+            signer: None,
         })
     }
 
@@ -173,6 +181,14 @@ impl Mirror {
     pub fn with_auth(self, auth: GitAuth) -> Self {
         Mirror {
             auth: std::sync::Arc::new(auth),
+            ..self
+        }
+    }
+
+    /// Signs every status commit with `key` (as `git commit -S` with an SSH key does).
+    pub fn with_signer(self, key: ssh_key::PrivateKey) -> Self {
+        Mirror {
+            signer: Some(std::sync::Arc::new(key)),
             ..self
         }
     }
@@ -246,7 +262,7 @@ impl Mirror {
 
     /// The commit's signature (its `gpgsig` header) and the bytes it signs; `None` and
     /// nothing when the commit is unsigned.
-    pub fn signature(&self, commit: &str) -> Result<(Option<String>, Vec<u8>), GitError> {
+    pub fn signature(&self, commit: &str) -> Result<CommitSignature, GitError> {
         let repo = self.repo()?;
         let oid = Oid::from_str(commit).map_err(local)?;
         match repo.extract_signature(&oid, None) {
@@ -319,6 +335,65 @@ impl Mirror {
         Ok((records, broken))
     }
 
+    /// For each record file at the status branch's tip, the commit that last wrote it:
+    /// its signature (`None`: unsigned) and the bytes it signs. The branch's history is
+    /// walked from the tip, first parents only, at most `limit` commits; a file last
+    /// written further back is left out.
+    pub fn record_writers(
+        &self,
+        status_branch: &str,
+        limit: usize,
+    ) -> Result<BTreeMap<String, CommitSignature>, GitError> {
+        let mut writers = BTreeMap::new();
+        let Some(tip) = self.tip(status_branch)? else {
+            return Ok(writers);
+        };
+        let repo = self.repo()?;
+        let records_of = |commit: &git2::Commit| -> BTreeMap<String, Oid> {
+            let Ok(entry) = commit.tree().and_then(|t| t.get_path(Path::new("nodes"))) else {
+                return BTreeMap::new();
+            };
+            let Ok(tree) = repo.find_tree(entry.id()) else {
+                return BTreeMap::new();
+            };
+            tree.iter()
+                .filter_map(|e| e.name().ok().map(|name| (format!("nodes/{name}"), e.id())))
+                .collect()
+        };
+        let mut commit = repo
+            .find_commit(Oid::from_str(&tip).map_err(local)?)
+            .map_err(local)?;
+        let mut pending = records_of(&commit);
+        for _ in 0..limit {
+            if pending.is_empty() {
+                break;
+            }
+            let parent = commit.parent(0).ok();
+            let before = parent.as_ref().map(records_of).unwrap_or_default();
+            let written: Vec<String> = pending
+                .iter()
+                .filter(|(path, id)| before.get(*path) != Some(*id))
+                .map(|(path, _)| path.clone())
+                .collect();
+            for path in written {
+                pending.remove(&path);
+                let signed = match repo.extract_signature(&commit.id(), None) {
+                    Ok((sig, data)) => (
+                        Some(String::from_utf8_lossy(&sig).into_owned()),
+                        data.to_vec(),
+                    ),
+                    Err(_) => (None, Vec::new()),
+                };
+                writers.insert(path, signed);
+            }
+            match parent {
+                Some(parent) => commit = parent,
+                None => break,
+            }
+        }
+        Ok(writers)
+    }
+
     /// Commits `record` as `nodes/<node>.toml` on top of the remote's status branch and
     /// pushes it. The push is a compare-and-swap: when another node moved the branch
     /// first, fetch, re-apply this one file and retry, with jittered backoff. Transient
@@ -367,7 +442,9 @@ impl Mirror {
             .map(|id| repo.find_commit(id))
             .transpose()
             .map_err(|e| PushError::Unreachable(e.message().to_string()))?;
-        let Some(commit) = record_commit(&repo, base.as_ref(), record).map_err(unreachable)? else {
+        let Some(commit) = record_commit(&repo, base.as_ref(), record, self.signer.as_deref())
+            .map_err(unreachable)?
+        else {
             return Ok(Pushed::Unchanged);
         };
         self.push(&repo, commit, branch)?;
@@ -401,7 +478,7 @@ impl Mirror {
             .map(|id| repo.find_commit(id))
             .transpose()
             .map_err(|e| PushError::Unreachable(e.message().to_string()))?;
-        let committed = record_commit(&repo, base.as_ref(), record)
+        let committed = record_commit(&repo, base.as_ref(), record, self.signer.as_deref())
             .map_err(|e| PushError::Unreachable(e.to_string()))?;
         if let Some(commit) = committed {
             let moved = match base_id {
@@ -504,6 +581,7 @@ fn record_commit(
     repo: &Repository,
     base: Option<&git2::Commit>,
     record: &StatusRecord,
+    signer: Option<&ssh_key::PrivateKey>,
 ) -> Result<Option<Oid>, GitError> {
     let path = StatusRecord::path(&record.node);
     let blob = repo.blob(record.to_toml().as_bytes()).map_err(local)?;
@@ -535,7 +613,21 @@ fn record_commit(
         short(&record.release)
     );
     let parents: Vec<&git2::Commit> = base.into_iter().collect();
-    repo.commit(None, &who, &who, &message, &tree, &parents)
+    let Some(key) = signer else {
+        return repo
+            .commit(None, &who, &who, &message, &tree, &parents)
+            .map(Some)
+            .map_err(local);
+    };
+    let content = repo
+        .commit_create_buffer(&who, &who, &message, &tree, &parents)
+        .map_err(local)?;
+    let signature =
+        crate::trust::sign_commit(key, &content).map_err(|reason| GitError::Local { reason })?;
+    let content = std::str::from_utf8(&content).map_err(|e| GitError::Local {
+        reason: e.to_string(),
+    })?;
+    repo.commit_signed(content, &signature, None)
         .map(Some)
         .map_err(local)
 }
