@@ -1230,24 +1230,8 @@ async fn a_node_signs_its_status_commits_and_status_marks_a_record_it_did_not_wr
     let (key, public) = ssh_key(&fleet, "n1-key");
     let nodes = format!("\n[nodes.n1]\nkey = \"{public}\"\n");
     fleet.release_with(&images.healthy, &images.healthy, &nodes, "Keyed");
-    let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
-        .args([
-            "agent",
-            "--once",
-            "--node",
-            "n1",
-            "--project",
-            &fleet.project,
-            "--repo",
-        ])
-        .arg(format!("file://{}", fleet.bare().display()))
-        .arg("--state-dir")
-        .arg(fleet.state())
-        .arg("--node-key")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
+    let (code, out) = fleet.agent_once_with(&[("GITFLEET_NODE_KEY", key.to_str().unwrap())]);
+    assert_eq!(code, Some(0), "{out}");
     assert_eq!(status_json(&fleet)["authenticity"]["n1"], "signed");
     // Git itself accepts the signature.
     let signers = fleet.root.path().join("node-signers");
@@ -1303,20 +1287,8 @@ async fn a_node_signs_its_status_commits_and_status_marks_a_record_it_did_not_wr
     // A key that is not a key is a configuration error, named.
     let bad = fleet.root.path().join("not-a-key");
     std::fs::write(&bad, "hello").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
-        .args([
-            "agent",
-            "--once",
-            "--node",
-            "n1",
-            "--repo",
-            "file:///nonexistent",
-            "--node-key",
-        ])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(common::output_text(&out).contains("is not an OpenSSH private key"));
+    let (code, out) = fleet.agent_once_with(&[("GITFLEET_NODE_KEY", bad.to_str().unwrap())]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("is not an OpenSSH private key"), "{out}");
     fleet.cleanup(&engine).await;
 }
