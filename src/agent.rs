@@ -785,11 +785,23 @@ fn watch_local_branch(
     let packed = git_dir.join("packed-refs");
     let (watched_ref, watched_packed) = (branch_ref.clone(), packed.clone());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok_and(|e| {
-            e.paths
+        // Only a change of the ref wakes the agent: reading it (as the agent's own fetch
+        // does) must not, or every fetch would wake the next reconcile, for ever.
+        let changes_ref = |e: &notify::Event| {
+            use notify::event::{EventKind, ModifyKind};
+            matches!(
+                e.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(
+                        ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any
+                    )
+            ) && e
+                .paths
                 .iter()
                 .any(|p| p == &watched_ref || p == &watched_packed)
-        }) {
+        };
+        if event.is_ok_and(|e| changes_ref(&e)) {
             wake.notify_one();
         }
     })

@@ -1082,12 +1082,29 @@ async fn a_merge_to_a_local_remote_is_noticed_without_waiting_for_the_poll() {
     let engine = DockerEngine::connect().await.unwrap();
     fleet.release(&images.healthy, &images.healthy, "First release");
     let url = format!("file://{}", fleet.bare().display());
-    let mut agent = fleet.spawn_agent(&url, &["--interval", "10m", "--listen", "none"]);
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut agent = fleet.spawn_agent(&url, &["--interval", "10m", "--listen", &listen]);
     fleet.wait_for_record("healthy", |r| r.state == NodeState::Healthy);
     let second = fleet.release(&images.healthy_v2, &images.healthy, "Second release");
     fleet.wait_for_record("the second release", |r| {
         r.release == second && r.state == NodeState::Healthy
     });
+    // Idle, it stays idle: the agent's own fetches read the watched ref, and reading
+    // must not wake it (it once did, a reconcile every few milliseconds).
+    let reconciles = || -> f64 {
+        get(port, "/metrics")
+            .1
+            .lines()
+            .filter(|l| l.starts_with("gitfleet_reconciles_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = reconciles();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let idle = reconciles() - before;
+    assert!(idle <= 1.0, "{idle} reconciles in 3 idle seconds");
     agent.kill();
     fleet.cleanup(&engine).await;
 }
