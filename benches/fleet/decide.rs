@@ -2,7 +2,7 @@
 //! batches (canary, eu-*, us-*/br-*), every one healthy at the release, and the deciding
 //! node in the last batch ("rest"), so every earlier batch's progress is computed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
@@ -108,9 +108,7 @@ pub fn run(records: usize, env: &Env) -> Result<(), String> {
         samples.push(start.elapsed().as_secs_f64() * 1000.0);
         std::hint::black_box(d);
     }
-    // Where the time goes: the two pub building blocks decide calls, and a HashMap
-    // variant of latest_by_node (one hash per record instead of a BTreeMap walk of
-    // string compares), the fix this bench suggests.
+    // Where the time goes: the two pub building blocks decide calls.
     let time = |f: &dyn Fn()| {
         let mut v = Vec::new();
         for _ in 0..50 {
@@ -135,20 +133,6 @@ pub fn run(records: usize, env: &Env) -> Result<(), String> {
             now,
         ));
     });
-    let hashed_ms = time(&|| {
-        let mut latest: HashMap<&NodeId, &StatusRecord> = HashMap::with_capacity(list.len());
-        for r in &list {
-            latest
-                .entry(&r.node)
-                .and_modify(|old| {
-                    if r.updated > old.updated {
-                        *old = r;
-                    }
-                })
-                .or_insert(r);
-        }
-        std::hint::black_box(latest);
-    });
     let mut batches: BTreeMap<String, usize> = BTreeMap::new();
     for r in &list {
         *batches
@@ -164,7 +148,6 @@ pub fn run(records: usize, env: &Env) -> Result<(), String> {
             ("calls", samples.len().to_string()),
             ("latest_by_node_ms", fmt(latest_ms)),
             ("progress_ms", fmt(progress_ms)),
-            ("latest_hashmap_ms", fmt(hashed_ms)),
             ("target_ms", "5".into()),
         ],
     );

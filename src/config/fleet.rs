@@ -352,14 +352,17 @@ pub struct NodeFacts {
     pub key: Option<String>,
 }
 
+/// The facts of a node fleet.toml says nothing about.
+const DEFAULT_NODE_FACTS: NodeFacts = NodeFacts {
+    timezone: None,
+    weight: 1,
+    hold: false,
+    key: None,
+};
+
 impl Default for NodeFacts {
     fn default() -> Self {
-        NodeFacts {
-            timezone: None,
-            weight: 1,
-            hold: false,
-            key: None,
-        }
+        DEFAULT_NODE_FACTS
     }
 }
 
@@ -435,8 +438,8 @@ impl Fleet {
         &self.batches[self.batch_index_of(node)]
     }
 
-    pub fn node_facts(&self, node: &NodeId) -> NodeFacts {
-        self.nodes.get(node).cloned().unwrap_or_default()
+    pub fn node_facts(&self, node: &NodeId) -> &NodeFacts {
+        self.nodes.get(node).unwrap_or(&DEFAULT_NODE_FACTS)
     }
 }
 

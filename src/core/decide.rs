@@ -317,7 +317,7 @@ pub fn decide(inputs: &Inputs) -> Decision {
     };
     let local = inputs.local;
     let me = inputs.node;
-    let own = batch::latest_by_node(inputs.records).get(me).copied();
+    let own = batch::latest_of(inputs.records, me);
     let runs_desired = local.running.as_ref() == Some(desired);
 
     // This node already finished this release badly: a new commit clears it (rule 6).
