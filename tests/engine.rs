@@ -494,7 +494,10 @@ async fn a_down_registry_falls_back_to_its_mirror() {
 
 /// A stack whose `client` resolves `web` by its service name and fetches it every 50 ms,
 /// printing the page, or `FAIL` when the request fails. (busybox's own `nslookup`: the
-/// static busybox's `wget` cannot resolve names itself, and its `-T` crashes.)
+/// static busybox's `wget` cannot resolve names itself, and its `-T` crashes.) A client
+/// that resolved the old container's address in the instant before it left the network
+/// retries once, re-resolving, as real clients do on a refused connection; only a failed
+/// retry is logged as `FAIL`.
 fn web_and_client(images: &common::TestImages, web_image: &str) -> String {
     format!(
         r#"services:
@@ -512,9 +515,12 @@ fn web_and_client(images: &common::TestImages, web_image: &str) -> String {
       - sh
       - -c
       - |
-        while true; do
+        fetch() {{
           ip=$$(nslookup web | awk '/^Address: [0-9.]+$$/ {{print $$2; exit}}')
-          timeout 3 wget -q -O - "http://$$ip:8080/" || echo "FAIL ($$ip)"
+          timeout 3 wget -q -O - "http://$$ip:8080/"
+        }}
+        while true; do
+          fetch || fetch || echo "FAIL ($$ip)"
           sleep 0.05
         done
 "#,

@@ -23,7 +23,7 @@ use super::docker::{DockerEngine, EngineError};
 use super::failpoint;
 use super::plan::{NEXT_SUFFIX, Observed, PREVIOUS_SUFFIX, Plan, ServiceAction, plan};
 use super::spec::{Condition, ProjectSpec, ServiceSpec, start_order};
-use crate::config::fleet::{ImageSet, UpdateOrder};
+use crate::config::fleet::{ImageSet, PinnedImage, UpdateOrder};
 
 /// A service whose container converge replaced or created.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,7 +79,11 @@ pub async fn pull_all(
     images: &ImageSet,
     registries: &BTreeMap<String, Vec<String>>,
 ) -> Result<BTreeMap<String, String>, EngineError> {
-    let pulls = images.0.iter().map(|(service, image)| async move {
+    // Each distinct image once, however many services run it.
+    let mut distinct: Vec<&PinnedImage> = images.0.values().collect();
+    distinct.sort();
+    distinct.dedup();
+    let pulls = distinct.into_iter().map(|image| async move {
         let mirrors = registries
             .get(image.registry())
             .map(Vec::as_slice)
@@ -87,9 +91,20 @@ pub async fn pull_all(
         engine
             .pull(image, mirrors)
             .await
-            .map(|local| (service.clone(), local))
+            .map(|local| (image, local))
     });
-    join_all(pulls).await.into_iter().collect()
+    let pulled: Vec<(&PinnedImage, String)> = join_all(pulls)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    Ok(images
+        .0
+        .iter()
+        .filter_map(|(service, image)| {
+            let (_, local) = pulled.iter().find(|(pulled, _)| *pulled == image)?;
+            Some((service.clone(), local.clone()))
+        })
+        .collect())
 }
 
 /// Creates the service's missing bind mount directories inside the project directory
@@ -632,11 +647,10 @@ pub async fn restore(engine: &DockerEngine, applied: &Applied) -> Result<(), Eng
 
 /// Finishes a converge whose gate passed: removes previous containers and leftovers.
 pub async fn commit(engine: &DockerEngine, applied: &Applied) -> Result<(), EngineError> {
-    for previous in applied.swaps.iter().filter_map(|s| s.previous.as_ref()) {
-        engine.remove(previous).await?;
-    }
-    for leftover in &applied.leftovers {
-        engine.remove(&leftover.id).await?;
-    }
-    Ok(())
+    let previous = applied.swaps.iter().filter_map(|s| s.previous.as_deref());
+    let leftovers = applied.leftovers.iter().map(|o| o.id.as_str());
+    join_all(previous.chain(leftovers).map(|id| engine.remove(id)))
+        .await
+        .into_iter()
+        .collect()
 }

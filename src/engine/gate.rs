@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
+use futures_util::future::join_all;
+use futures_util::{FutureExt, StreamExt};
 
 use super::docker::{DockerEngine, EngineError};
 use super::probe;
-use super::spec::ProjectSpec;
+use super::spec::{ProjectSpec, ServiceSpec};
 use crate::config::fleet::Probe;
 use crate::core::gate::{GateVerdict, HealthCheck, RunState, ServiceHealth, evaluate};
 
@@ -57,7 +58,10 @@ pub async fn hold(
         super::failpoint("during-monitor");
         let until_wake = (wake_at - now).to_std().unwrap_or_default().min(TICK);
         tokio::select! {
-            _ = events.next() => {}
+            _ = events.next() => {
+                // A burst of events (20 containers turning healthy) is one look, not 20.
+                while let Some(Some(_)) = events.next().now_or_never() {}
+            }
             () = tokio::time::sleep(until_wake) => {}
         }
     }
@@ -84,42 +88,56 @@ pub async fn observe_health(
     probes: &BTreeMap<String, Vec<Probe>>,
     baseline: &BTreeMap<String, i64>,
 ) -> Result<Vec<ServiceHealth>, EngineError> {
-    let mut out = Vec::new();
-    for (name, service) in &spec.services {
-        let inspect = match engine.inspect(&service.container_name).await {
-            Ok(i) => i,
-            Err(EngineError::Api { .. }) => {
-                out.push(ServiceHealth {
-                    service: name.clone(),
-                    run: RunState::Down { exit_code: None },
-                    check: HealthCheck::None,
-                    restarts: 0,
-                    probe: None,
-                    last_log: Some("container is missing".into()),
-                });
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let mut health = service_health(
-            name,
-            service.job,
-            &inspect,
-            baseline.get(name).copied().unwrap_or(0),
-        );
-        if let Some(list) = probes.get(name).filter(|l| !l.is_empty()) {
-            let mut result = Ok(());
-            for p in list {
-                if let Err(e) = probe::run(engine, &service.container_name, p).await {
-                    result = Err(e);
-                    break;
-                }
-            }
-            health.probe = Some(result);
+    // Every service at once: one engine round trip for the stack, not one per service.
+    join_all(
+        spec.services
+            .iter()
+            .map(|(name, service)| observe_service(engine, name, service, probes, baseline)),
+    )
+    .await
+    .into_iter()
+    .collect()
+}
+
+/// The facts the gate judges about one service.
+async fn observe_service(
+    engine: &DockerEngine,
+    name: &str,
+    service: &ServiceSpec,
+    probes: &BTreeMap<String, Vec<Probe>>,
+    baseline: &BTreeMap<String, i64>,
+) -> Result<ServiceHealth, EngineError> {
+    let inspect = match engine.inspect(&service.container_name).await {
+        Ok(i) => i,
+        Err(EngineError::Api { .. }) => {
+            return Ok(ServiceHealth {
+                service: name.to_string(),
+                run: RunState::Down { exit_code: None },
+                check: HealthCheck::None,
+                restarts: 0,
+                probe: None,
+                last_log: Some("container is missing".into()),
+            });
         }
-        out.push(health);
+        Err(e) => return Err(e),
+    };
+    let mut health = service_health(
+        name,
+        service.job,
+        &inspect,
+        baseline.get(name).copied().unwrap_or(0),
+    );
+    if let Some(list) = probes.get(name).filter(|l| !l.is_empty()) {
+        let mut result = Ok(());
+        for p in list {
+            if let Err(e) = probe::run(engine, &service.container_name, p).await {
+                result = Err(e);
+                break;
+            }
+        }
+        health.probe = Some(result);
     }
-    Ok(out)
+    Ok(health)
 }
 
 fn service_health(
