@@ -161,7 +161,10 @@ impl GitDaemon {
     /// Starts on a given port (to bring a stopped remote back at the same URL).
     pub fn start_on(root: &Path, port: u16) -> Self {
         let pid_file = root.join(format!("daemon-{port}.pid"));
+        use std::os::unix::process::CommandExt;
         let child = std::process::Command::new("git")
+            // Its own process group: the connection handlers it forks are stopped with it.
+            .process_group(0)
             .args([
                 "daemon",
                 "--reuseaddr",
@@ -196,12 +199,12 @@ impl GitDaemon {
 }
 
 impl Drop for GitDaemon {
-    /// `git daemon` forks the real server: stop that one by the pid it wrote, then the
-    /// parent.
+    /// `git daemon` forks a handler per connection: stop the whole process group it
+    /// leads (a handler of a hung connection would otherwise outlive the test).
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
-            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-        }
+        let _ = std::process::Command::new("kill")
+            .args(["--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.pid_file);
