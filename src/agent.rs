@@ -466,13 +466,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
     /// Applies the release at `commit` (converge, gate, commit or restore).
     async fn apply_release(&self, repo: &FleetRepo, commit: &str) -> Result<Outcome, String> {
         let spec = self.spec(repo, commit)?;
-        let release = Release {
-            spec: &spec,
-            images: &repo.images,
-            registries: &repo.fleet.registries,
-            rollout: &repo.fleet.rollout,
-            probes: &repo.fleet.health,
-        };
+        let release = Release::of(&spec, repo);
         let outcome = self
             .engine
             .apply(&release)

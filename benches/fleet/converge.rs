@@ -155,13 +155,7 @@ impl Gitfleet {
     async fn noop_apply(&self) -> Res<Duration> {
         let start = Instant::now();
         let (repo, spec) = self.fleet.load()?;
-        let release = Release {
-            spec: &spec,
-            images: &repo.images,
-            registries: &repo.fleet.registries,
-            rollout: &repo.fleet.rollout,
-            probes: &repo.fleet.health,
-        };
+        let release = Release::of(&spec, &repo);
         let outcome = apply(&self.engine, &release).await.map_err(err("apply"))?;
         let took = start.elapsed();
         if outcome != (Outcome::Healthy { changed: false }) {

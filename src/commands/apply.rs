@@ -25,14 +25,7 @@ fn run_apply(args: &NodeStackArgs) -> Result<u8, u8> {
         eprintln!("error: {e}");
         exit::USAGE
     })?;
-    let fleet = &stack.repo.fleet;
-    let release = Release {
-        spec: &stack.spec,
-        images: &stack.repo.images,
-        registries: &fleet.registries,
-        rollout: &fleet.rollout,
-        probes: &fleet.health,
-    };
+    let release = Release::of(&stack.spec, &stack.repo);
     let outcome = runtime()?.block_on(async {
         let engine = DockerEngine::connect().await?;
         apply(&engine, &release).await

@@ -25,6 +25,19 @@ pub struct Release<'a> {
     pub probes: &'a BTreeMap<String, Vec<Probe>>,
 }
 
+impl<'a> Release<'a> {
+    /// The release of the validated fleet repository `repo`, translated into `spec`.
+    pub fn of(spec: &'a ProjectSpec, repo: &'a crate::config::FleetRepo) -> Self {
+        Release {
+            spec,
+            images: &repo.images,
+            registries: &repo.fleet.registries,
+            rollout: &repo.fleet.rollout,
+            probes: &repo.fleet.health,
+        }
+    }
+}
+
 /// How an apply ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
