@@ -27,17 +27,39 @@ pub struct GateSettings<'a> {
 }
 
 /// Judges the running stack until the gate passes or fails.
+///
+/// Every service is observed at the start and on every tick (probes, deadlines); an
+/// event re-observes only the services whose containers it names, so the last
+/// container of 20 turning healthy is known after one inspect, not after a pass over
+/// the whole stack queued behind the previous one.
 pub async fn hold(
     engine: &DockerEngine,
     spec: &ProjectSpec,
     settings: &GateSettings<'_>,
 ) -> Result<GateVerdict, EngineError> {
     let mut events = Box::pin(engine.project_events(&spec.project));
+    let mut events_ended = false;
     let converged_at = Utc::now();
     let baseline = restart_counts(engine, spec).await?;
+    let services: Vec<(&String, &ServiceSpec)> = spec.services.iter().collect();
+    let everything: Vec<usize> = (0..services.len()).collect();
+    let baseline = &baseline;
+    let services = &services;
+    let observe = |which: Vec<usize>| {
+        join_all(which.into_iter().map(move |i| {
+            let (name, service) = services[i];
+            async move {
+                let health = observe_service(engine, name, service, settings.probes, baseline);
+                (i, health.await)
+            }
+        }))
+    };
+    let mut observed = Vec::with_capacity(services.len());
+    for (_, health) in observe(everything.clone()).await {
+        observed.push(health?);
+    }
     let mut healthy_since: Option<DateTime<Utc>> = None;
     loop {
-        let observed = observe_health(engine, spec, settings.probes, &baseline).await?;
         let now = Utc::now();
         let verdict = evaluate(
             &observed,
@@ -57,14 +79,45 @@ pub async fn hold(
         };
         super::failpoint("during-monitor");
         let until_wake = (wake_at - now).to_std().unwrap_or_default().min(TICK);
-        tokio::select! {
-            _ = events.next() => {
+        let stale = tokio::select! {
+            first = events.next(), if !events_ended => {
                 // A burst of events (20 containers turning healthy) is one look, not 20.
-                while let Some(Some(_)) = events.next().now_or_never() {}
+                let mut named = Vec::new();
+                let mut next = Some(first);
+                while let Some(event) = next {
+                    match event {
+                        Some(Ok(event)) => named.push(
+                            event.actor.and_then(|a| a.attributes?.remove("name")),
+                        ),
+                        // The stream broke: the tick alone drives the gate from now on.
+                        Some(Err(_)) | None => {
+                            events_ended = true;
+                            named.push(None);
+                        }
+                    }
+                    next = events.next().now_or_never();
+                }
+                affected(services, &named)
             }
-            () = tokio::time::sleep(until_wake) => {}
+            () = tokio::time::sleep(until_wake) => everything.clone(),
+        };
+        for (i, health) in observe(stale).await {
+            observed[i] = health?;
         }
     }
+}
+
+/// The services (indexes into `services`) whose containers the events name; every
+/// service when an event names none.
+fn affected(services: &[(&String, &ServiceSpec)], named: &[Option<String>]) -> Vec<usize> {
+    (0..services.len())
+        .filter(|&i| {
+            named.iter().any(|name| match name {
+                Some(name) => *name == services[i].1.container_name,
+                None => true,
+            })
+        })
+        .collect()
 }
 
 /// Each service container's restart count now, so restarts during the gate show.
@@ -79,24 +132,6 @@ async fn restart_counts(
         }
     }
     Ok(out)
-}
-
-/// The facts the gate judges, one per service.
-pub async fn observe_health(
-    engine: &DockerEngine,
-    spec: &ProjectSpec,
-    probes: &BTreeMap<String, Vec<Probe>>,
-    baseline: &BTreeMap<String, i64>,
-) -> Result<Vec<ServiceHealth>, EngineError> {
-    // Every service at once: one engine round trip for the stack, not one per service.
-    join_all(
-        spec.services
-            .iter()
-            .map(|(name, service)| observe_service(engine, name, service, probes, baseline)),
-    )
-    .await
-    .into_iter()
-    .collect()
 }
 
 /// The facts the gate judges about one service.
