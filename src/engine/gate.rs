@@ -40,7 +40,7 @@ pub async fn hold(
     let mut events = Box::pin(engine.project_events(&spec.project));
     let mut events_ended = false;
     let converged_at = Utc::now();
-    let baseline = restart_counts(engine, spec).await?;
+    let baseline = restart_counts(engine, spec).await;
     let services: Vec<(&String, &ServiceSpec)> = spec.services.iter().collect();
     let everything: Vec<usize> = (0..services.len()).collect();
     let baseline = &baseline;
@@ -54,10 +54,11 @@ pub async fn hold(
             }
         }))
     };
-    let mut observed = Vec::with_capacity(services.len());
-    for (_, health) in observe(everything.clone()).await {
-        observed.push(health?);
-    }
+    let mut observed = observe(everything.clone())
+        .await
+        .into_iter()
+        .map(|(_, health)| health)
+        .collect::<Result<Vec<_>, _>>()?;
     let mut healthy_since: Option<DateTime<Utc>> = None;
     loop {
         let now = Utc::now();
@@ -120,18 +121,15 @@ fn affected(services: &[(&String, &ServiceSpec)], named: &[Option<String>]) -> V
         .collect()
 }
 
-/// Each service container's restart count now, so restarts during the gate show.
-async fn restart_counts(
-    engine: &DockerEngine,
-    spec: &ProjectSpec,
-) -> Result<BTreeMap<String, i64>, EngineError> {
-    let mut out = BTreeMap::new();
-    for (name, service) in &spec.services {
-        if let Ok(inspect) = engine.inspect(&service.container_name).await {
-            out.insert(name.clone(), inspect.restart_count.unwrap_or(0));
-        }
-    }
-    Ok(out)
+/// Each service container's restart count now, so restarts during the gate show. All
+/// containers at once, as the observations that follow.
+async fn restart_counts(engine: &DockerEngine, spec: &ProjectSpec) -> BTreeMap<String, i64> {
+    let counts = join_all(spec.services.iter().map(|(name, service)| async move {
+        let inspect = engine.inspect(&service.container_name).await.ok()?;
+        Some((name.clone(), inspect.restart_count.unwrap_or(0)))
+    }))
+    .await;
+    counts.into_iter().flatten().collect()
 }
 
 /// The facts the gate judges about one service.
