@@ -11,19 +11,19 @@ use chrono_tz::Tz;
 use tokio::sync::Notify;
 
 use crate::config::RepoFiles as _;
-use crate::config::fleet::{ImageSetId, NodeId};
+use crate::config::fleet::{DEFAULT_STATUS_BRANCH, ImageSetId, NodeId};
 use crate::config::{FleetRepo, Interpolation, load_repo};
 use crate::core::batch::Tip;
-use crate::core::decide::{Decision, Desired, Inputs, LocalFacts, RestoreReason, Verdict, decide};
+use crate::core::decide::{Decision, Desired, Inputs, RestoreReason, Verdict, decide};
 use crate::core::plan::node_timezone;
 use crate::core::status::{NodeState, StatusRecord};
 use crate::core::window::{WindowState, state_at as window_state};
 use crate::engine::Stack;
-use crate::engine::apply::{Outcome, Release};
-use crate::engine::docker::{DockerEngine, sources};
+use crate::engine::apply::{Failure, Outcome, Release};
+use crate::engine::docker::{DockerEngine, EngineError, sources};
 use crate::engine::plan::{ServiceAction, plan};
 use crate::engine::spec::ProjectSpec;
-use crate::engine::spec::{Sources, project_spec};
+use crate::engine::spec::{Sources, joined, project_spec};
 use crate::git::{ControlPlane, GitAuth, GitError, Mirror, redact_url};
 use crate::metrics::metrics;
 use crate::state::{LocalState, Outbox, materialize, project_dir};
@@ -96,11 +96,243 @@ pub struct Agent<G = Mirror, E = DockerEngine, C = SystemClock> {
 /// Runs a blocking Git call off the async runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, GitError> + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, ReconcileError> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) => Err(format!("git task failed: {e}")),
+        Ok(result) => result.map_err(|e| ReconcileError::Git(e.to_string())),
+        Err(e) => Err(ReconcileError::Git(format!("git task failed: {e}"))),
     }
+}
+
+/// Why a reconcile stopped before it could report. The driver ([`Agent::run`]) logs it
+/// and tries again after a backoff ([`retry_after`]); none of these changes what runs.
+#[derive(Debug)]
+pub enum ReconcileError {
+    /// The Git remote: fetch, read or push failed.
+    Git(String),
+    /// The state directory could not be read or written.
+    State(String),
+    /// The engine failed outside a release's converge (observing, a rollback).
+    Engine(EngineError),
+    /// Acting failed in a way the node cannot report as a state (a drift repair).
+    Act(String),
+}
+
+impl std::fmt::Display for ReconcileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReconcileError::Git(e) => write!(f, "git: {e}"),
+            ReconcileError::State(e) => write!(f, "state directory: {e}"),
+            ReconcileError::Engine(e) => write!(f, "{e}"),
+            ReconcileError::Act(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<EngineError> for ReconcileError {
+    fn from(e: EngineError) -> Self {
+        ReconcileError::Engine(e)
+    }
+}
+
+impl From<ApplyError> for ReconcileError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Prepare(e) => ReconcileError::State(e),
+            ApplyError::Engine(e) => ReconcileError::Engine(e),
+        }
+    }
+}
+
+/// The driver's error policy: after `failures` reconciles in a row ended in an error,
+/// the next one runs this much later (2 s, doubling), never later than the poll.
+pub fn retry_after(failures: u32, interval: Duration) -> Duration {
+    Duration::from_secs(2)
+        .saturating_mul(1 << failures.clamp(1, 16).saturating_sub(1))
+        .min(interval)
+}
+
+/// Why applying a release failed.
+#[derive(Debug)]
+enum ApplyError {
+    /// Preparing it on the node (reading the release, writing its files) failed:
+    /// nothing was touched, and it may work next time.
+    Prepare(String),
+    /// The engine: see [`EngineError::is_transient`].
+    Engine(EngineError),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::Prepare(e) => write!(f, "{e}"),
+            ApplyError::Engine(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What one reconcile observed.
+struct Observation {
+    tip: String,
+    committed: DateTime<Utc>,
+    /// The admitted release, or why the tip was rejected.
+    admitted: Result<FleetRepo, String>,
+    status_branch: String,
+    records: Vec<StatusRecord>,
+    /// This node's own record.
+    own: Option<StatusRecord>,
+    /// The node's journal, loaded once per reconcile.
+    local: LocalState,
+    now: DateTime<Utc>,
+}
+
+impl Observation {
+    /// The image set this reconcile is about: the tip's, else (rejected) what the node
+    /// last reported.
+    fn images(&self) -> ImageSetId {
+        match &self.admitted {
+            Ok(repo) => repo.images.id(),
+            Err(_) => self
+                .own
+                .as_ref()
+                .map(|r| r.images.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn batch(&self, node: &NodeId) -> String {
+        match &self.admitted {
+            Ok(repo) => repo.fleet.batch_of(node).name.clone(),
+            Err(_) => self
+                .own
+                .as_ref()
+                .map(|r| r.batch.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn timezone(&self, default: Tz, node: &NodeId) -> Tz {
+        match &self.admitted {
+            Ok(repo) => node_timezone(&repo.fleet, node, default),
+            Err(_) => default,
+        }
+    }
+
+    /// This node's record in `state`; `since` carries over while state and release stay.
+    fn record(&self, node: &NodeId, state: NodeState, message: String) -> StatusRecord {
+        let since = self
+            .own
+            .as_ref()
+            .filter(|o| o.state == state && o.release == self.tip)
+            .map_or(self.now, |o| o.since);
+        StatusRecord {
+            node: node.clone(),
+            batch: self.batch(node),
+            release: self.tip.clone(),
+            images: self.images(),
+            state,
+            since,
+            message: crate::core::status::clip_message(message),
+            agent: env!("CARGO_PKG_VERSION").to_string(),
+            updated: self.now,
+        }
+    }
+}
+
+/// What acting did: the state and message to report.
+struct Acted {
+    state: NodeState,
+    message: String,
+    /// When to look again, if acting knows better than the decision (a retry).
+    recheck_at: Option<DateTime<Utc>>,
+    /// Report even when the state did not change (a drift repaired).
+    force_report: bool,
+}
+
+impl Acted {
+    fn from_decision(decision: &Decision, timezone: Tz) -> Self {
+        Acted {
+            state: decision.verdict.state(),
+            message: decision.verdict.message(timezone),
+            recheck_at: None,
+            force_report: false,
+        }
+    }
+}
+
+/// How a converge of `release` ended, for the node's record (rule 6); updates the
+/// journal. A release that touched the stack and failed, or a permanent error before
+/// it (manifest unknown, digest mismatch), is `failed` and not tried again; a transient
+/// one (registry or engine unreachable) is `retrying` with a backoff until
+/// `health_timeout` after the first, then `failed`.
+#[allow(clippy::too_many_arguments)]
+fn judge(
+    local: &mut LocalState,
+    release: &str,
+    images: &ImageSetId,
+    references: Vec<String>,
+    result: Result<Outcome, ApplyError>,
+    health_timeout: Duration,
+    now: DateTime<Utc>,
+    timezone: Tz,
+) -> Acted {
+    let acted = |state, message| Acted {
+        state,
+        message,
+        recheck_at: None,
+        force_report: false,
+    };
+    let (cause, transient, after) = match result {
+        Ok(Outcome::Healthy { .. }) => {
+            local.healthy(release, images, references);
+            return acted(NodeState::Healthy, "health gate passed".into());
+        }
+        Ok(Outcome::Restored {
+            failure: failure @ Failure::Gate { .. },
+        }) => (failure.to_string(), false, "previous containers restored"),
+        Ok(Outcome::Restored {
+            failure: Failure::Converge(e),
+        }) => (
+            e.to_string(),
+            e.is_transient(),
+            "previous containers restored",
+        ),
+        Err(ApplyError::Engine(
+            e @ (EngineError::Pull { .. } | EngineError::DigestMismatch { .. }),
+        )) => (e.to_string(), e.is_transient(), "nothing was stopped"),
+        Err(ApplyError::Engine(e)) => (e.to_string(), e.is_transient(), ""),
+        Err(ApplyError::Prepare(e)) => (e, true, "nothing was stopped"),
+    };
+    let cause = if after.is_empty() {
+        cause
+    } else {
+        format!("{cause}; {after}")
+    };
+    if transient && local.transient_failure(release, cause.clone(), now, health_timeout) {
+        let retry = local.retry.as_ref().map_or(now, |r| r.next_at);
+        let verdict = Verdict::Retry {
+            reason: cause,
+            at: retry,
+        };
+        return Acted {
+            state: verdict.state(),
+            message: verdict.message(timezone),
+            recheck_at: Some(retry),
+            force_report: true,
+        };
+    }
+    local.failed(release);
+    let gave_up = if transient {
+        format!(
+            " (still failing {}s after the first attempt)",
+            health_timeout.as_secs()
+        )
+    } else {
+        String::new()
+    };
+    acted(
+        NodeState::Failed,
+        format!("release failed: {cause}{gave_up}"),
+    )
 }
 
 impl Agent {
@@ -142,39 +374,44 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         self.ready.clone()
     }
 
-    /// One full reconcile, including the health gate of a converge.
-    pub async fn reconcile(&self) -> Result<Reconciled, String> {
-        let s = &self.settings;
+    /// One full reconcile, including the health gate of a converge: observe → decide →
+    /// act → report.
+    pub async fn reconcile(&self) -> Result<Reconciled, ReconcileError> {
+        let mut seen = self.observe().await?;
+        let decision = self.decide(&seen);
+        let acted = self.act(&mut seen, &decision).await?;
+        self.report_acted(&seen, &decision, acted).await
+    }
 
-        // Observe.
+    /// Fetches the release tip, admits it, reads the fleet's records and the journal.
+    async fn observe(&self) -> Result<Observation, ReconcileError> {
+        let s = &self.settings;
         let mirror = self.mirror.clone();
-        let branches = [s.branch.clone()];
+        let branch = s.branch.clone();
         let (tip, committed) = blocking(move || {
-            mirror.fetch(&branches.iter().map(String::as_str).collect::<Vec<_>>())?;
-            match mirror.tip(&branches[0])? {
-                Some(tip) => {
-                    let committed = mirror.committed(&tip)?;
-                    Ok(Some((tip, committed)))
-                }
+            mirror.fetch(&[&branch])?;
+            match mirror.tip(&branch)? {
+                Some(tip) => Ok(Some((tip.clone(), mirror.committed(&tip)?))),
                 None => Ok(None),
             }
         })
         .await?
         .ok_or_else(|| {
-            format!(
+            ReconcileError::Git(format!(
                 "branch `{}` does not exist in {}",
                 s.branch,
                 redact_url(&s.repo_url)
-            )
+            ))
         })?;
         tracing::Span::current().record("release", tip.as_str());
+        let mut local = LocalState::load(&s.state_dir).map_err(ReconcileError::State)?;
         let admitted = match self.load_release(&tip).await {
-            Ok(repo) => self.admit(repo, &tip).await,
+            Ok(repo) => self.admit(repo, &tip, &mut local).await,
             Err(reason) => Err(reason),
         };
         let status_branch = match &admitted {
             Ok(repo) => repo.fleet.status_branch.clone(),
-            Err(_) => "fleet-status".to_string(),
+            Err(_) => self.last_status_branch(&local).await,
         };
         self.deliver_outbox(&status_branch).await;
         let mirror = self.mirror.clone();
@@ -187,205 +424,275 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         for (path, why) in broken {
             tracing::warn!(%path, %status_branch, %why, "ignoring a status record");
         }
-        let mut local = LocalState::load(&s.state_dir)?;
-        let facts = LocalFacts {
-            running: local.running.clone(),
-            known_good: local.known_good.iter().map(|k| k.images.clone()).collect(),
-            gate: None,
-        };
         let own = records.iter().find(|r| r.node == s.node).cloned();
+        Ok(Observation {
+            tip,
+            committed,
+            admitted,
+            status_branch,
+            records,
+            own,
+            local,
+            now: self.clock.now(),
+        })
+    }
 
-        // Decide.
-        let now = self.clock.now();
-        let (desired, images, batch, timezone) = match &admitted {
-            Ok(repo) => {
-                let images = repo.images.id();
-                let tz = node_timezone(&repo.fleet, &s.node, s.timezone);
-                (
-                    Ok(repo),
-                    images,
-                    repo.fleet.batch_of(&s.node).name.clone(),
-                    tz,
-                )
-            }
-            Err(reason) => (
-                Err(reason.clone()),
-                own.as_ref().map(|r| r.images.clone()).unwrap_or_default(),
-                own.as_ref().map(|r| r.batch.clone()).unwrap_or_default(),
-                s.timezone,
-            ),
-        };
-        let decision: Decision = decide(&Inputs {
-            desired: match &desired {
+    /// The pure decision over what was observed (crate::core::decide).
+    fn decide(&self, seen: &Observation) -> Decision {
+        let facts = seen.local.facts();
+        let images = seen.images();
+        let decision = decide(&Inputs {
+            desired: match &seen.admitted {
                 Ok(repo) => Desired::Admitted {
                     release: Tip {
-                        commit: &tip,
-                        committed,
+                        commit: &seen.tip,
+                        committed: seen.committed,
                     },
                     fleet: &repo.fleet,
                     images: &images,
                 },
                 Err(reason) => Desired::Rejected {
-                    release: &tip,
+                    release: &seen.tip,
                     reason,
                 },
             },
-            node: &s.node,
-            timezone,
-            records: &records,
+            node: &self.settings.node,
+            timezone: seen.timezone(self.settings.timezone, &self.settings.node),
+            records: &seen.records,
             local: &facts,
-            now,
+            now: seen.now,
         });
-        metrics().release(&tip, images.short());
-        if let Ok(repo) = &desired {
-            let window = &repo.fleet.batch_of(&s.node).window;
-            match window_state(window, timezone, now) {
+        metrics().release(&seen.tip, images.short());
+        if let Ok(repo) = &seen.admitted {
+            let window = &repo.fleet.batch_of(&self.settings.node).window;
+            match window_state(
+                window,
+                seen.timezone(self.settings.timezone, &self.settings.node),
+                seen.now,
+            ) {
                 WindowState::Open { .. } => metrics().window(true, None),
                 WindowState::Closed { opens_at } => metrics().window(false, opens_at),
             }
         }
-        let mut state = decision.verdict.state();
-        tracing::Span::current().record("decision", tracing::field::display(&state));
-        let mut message = decision.verdict.message(timezone);
-        let mut force_report = false;
+        tracing::Span::current().record(
+            "decision",
+            tracing::field::display(&decision.verdict.state()),
+        );
+        decision
+    }
 
-        // Act.
-        match (&decision.verdict, &desired) {
-            (Verdict::Converge { .. } | Verdict::Monitor { .. }, Ok(repo)) => {
-                let claim = self.record(
-                    own.as_ref(),
-                    &batch,
-                    &tip,
-                    &images,
-                    NodeState::Converging,
-                    message.clone(),
-                );
-                self.report(&status_branch, claim.clone()).await?;
-                if let (
-                    Verdict::Converge {
-                        claim_slot: true, ..
-                    },
-                    Some(max),
-                ) = (&decision.verdict, repo.fleet.rollout.max_parallel)
-                    && !self.holds_slot(&status_branch, &claim, repo, max).await?
-                {
-                    let waiting = self.record(
-                        own.as_ref(),
-                        &batch,
-                        &tip,
-                        &images,
-                        NodeState::WaitingBatch,
-                        "slot taken by an earlier claim; waiting".into(),
-                    );
-                    self.report(&status_branch, waiting).await?;
-                    return Ok(Reconciled {
-                        state: NodeState::WaitingBatch,
-                        message: "slot taken by an earlier claim; waiting".into(),
-                        recheck_at: None,
-                        project: Some(self.project(repo)),
-                    });
-                }
-                let references = references(repo);
-                local.pulling(&references);
-                local.save(&s.state_dir)?;
-                match self.apply_release(repo, &tip).await {
-                    Ok(Outcome::Healthy { .. }) => {
-                        local.healthy(&tip, &images, references);
-                        self.prune(&mut local).await;
-                        state = NodeState::Healthy;
-                        message = "health gate passed".into();
-                    }
-                    Ok(Outcome::Restored { service, reason }) => {
-                        state = NodeState::Failed;
-                        message = format!(
-                            "health gate failed: service `{service}`: {reason}; previous containers restored"
-                        );
-                    }
-                    Err(e) => return Err(format!("cannot converge to {}: {e}", short(&tip))),
-                }
-                local.save(&s.state_dir)?;
+    /// Carries out the verdict; what the node then reports.
+    async fn act(
+        &self,
+        seen: &mut Observation,
+        decision: &Decision,
+    ) -> Result<Acted, ReconcileError> {
+        let timezone = seen.timezone(self.settings.timezone, &self.settings.node);
+        let decided = Acted::from_decision(decision, timezone);
+        let Ok(repo) = seen.admitted.clone() else {
+            return Ok(decided);
+        };
+        match &decision.verdict {
+            Verdict::Converge { .. } | Verdict::Monitor { .. } => {
+                self.converge(seen, &repo, &decision.verdict, decided).await
             }
-            (
-                Verdict::Restore {
-                    to: Some(to),
-                    reason: RestoreReason::Halted { .. },
-                },
-                _,
-            ) => {
-                let Some(known) = local.known_good.iter().find(|k| &k.images == to).cloned() else {
-                    return Err(format!(
-                        "no release is recorded for image set {}",
-                        to.short()
-                    ));
-                };
-                let previous = self.load_release(&known.release).await?;
-                match self.apply_release(&previous, &known.release).await {
-                    Ok(Outcome::Healthy { .. }) => {
-                        metrics().rolled_back();
-                        local.healthy(&known.release, &known.images, references(&previous))
-                    }
-                    Ok(Outcome::Restored { service, reason }) => {
-                        message = format!("rollback failed its gate: `{service}`: {reason}");
-                    }
-                    Err(e) => return Err(format!("cannot roll back: {e}")),
-                }
-                local.save(&s.state_dir)?;
-            }
-            (Verdict::InSync, Ok(repo)) => {
-                if let Some(drift) = self.drift(repo, &tip).await? {
-                    // Each repair is reported; a drift left in place (self_heal = false)
-                    // once, not again on every poll while it lasts.
-                    force_report = repo.fleet.rollout.self_heal;
-                    message = if repo.fleet.rollout.self_heal {
-                        match self.apply_release(repo, &tip).await {
-                            Ok(Outcome::Healthy { .. }) => format!("drift repaired: {drift}"),
-                            Ok(Outcome::Restored { service, reason }) => {
-                                state = NodeState::Failed;
-                                format!(
-                                    "drift ({drift}); the repair failed its gate: `{service}`: {reason}"
-                                )
-                            }
-                            Err(e) => return Err(format!("cannot repair drift ({drift}): {e}")),
-                        }
-                    } else {
-                        let reported =
-                            format!("drift: {drift} (self_heal = false: reported, not repaired)");
-                        force_report = own.as_ref().is_none_or(|o| o.message != reported);
-                        reported
-                    };
-                }
-            }
-            (verdict, Ok(repo)) if verdict.prepull() => {
-                local.pulling(&references(repo));
-                local.save(&s.state_dir)?;
+            Verdict::Restore {
+                to: Some(to),
+                reason: RestoreReason::Halted { .. },
+            } => self.roll_back(seen, to, decided).await,
+            Verdict::InSync => self.repair_drift(seen, &repo, decided).await,
+            verdict if verdict.prepull() => {
+                seen.local.pulling(&references(&repo));
+                seen.local
+                    .save(&self.settings.state_dir)
+                    .map_err(ReconcileError::State)?;
+                let mut acted = decided;
                 if let Err(e) = self.engine.pull(&repo.images, &repo.fleet.registries).await {
-                    message = format!("{message}; pre-pull failed: {e}");
+                    acted.message = format!("{}; pre-pull failed: {e}", acted.message);
                 }
+                Ok(acted)
             }
-            _ => {}
+            _ => Ok(decided),
         }
+    }
 
-        // Report.
-        let record = self.record(own.as_ref(), &batch, &tip, &images, state, message.clone());
-        // A record is written on a change of state, release or image set, and as a
-        // heartbeat; a changed message alone (who blocks a wait) waits for either.
-        let changed = own.as_ref().is_none_or(|o| {
+    /// Claims the slot (when the batch has `max_parallel`), then applies the release and
+    /// judges how it ended (rule 6).
+    async fn converge(
+        &self,
+        seen: &mut Observation,
+        repo: &FleetRepo,
+        verdict: &Verdict,
+        decided: Acted,
+    ) -> Result<Acted, ReconcileError> {
+        let claim = seen.record(
+            &self.settings.node,
+            NodeState::Converging,
+            decided.message.clone(),
+        );
+        self.report(&seen.status_branch, claim.clone()).await?;
+        if let (
+            Verdict::Converge {
+                claim_slot: true, ..
+            },
+            Some(max),
+        ) = (verdict, repo.fleet.rollout.max_parallel)
+            && !self
+                .holds_slot(&seen.status_branch, &claim, repo, max)
+                .await?
+        {
+            return Ok(Acted {
+                state: NodeState::WaitingBatch,
+                message: "slot taken by an earlier claim; waiting".into(),
+                recheck_at: None,
+                force_report: false,
+            });
+        }
+        let references = references(repo);
+        seen.local.pulling(&references);
+        seen.local
+            .save(&self.settings.state_dir)
+            .map_err(ReconcileError::State)?;
+        let result = self.apply_release(repo, &seen.tip).await;
+        let timezone = seen.timezone(self.settings.timezone, &self.settings.node);
+        let images = seen.images();
+        let acted = judge(
+            &mut seen.local,
+            &seen.tip,
+            &images,
+            references,
+            result,
+            repo.fleet.rollout.health_timeout,
+            self.clock.now(),
+            timezone,
+        );
+        if acted.state == NodeState::Healthy {
+            self.prune(&mut seen.local).await;
+        }
+        seen.local
+            .save(&self.settings.state_dir)
+            .map_err(ReconcileError::State)?;
+        Ok(acted)
+    }
+
+    /// Rule 6 with `failure_action = "rollback"`: back to the last healthy set.
+    async fn roll_back(
+        &self,
+        seen: &mut Observation,
+        to: &ImageSetId,
+        decided: Acted,
+    ) -> Result<Acted, ReconcileError> {
+        let Some(known) = seen
+            .local
+            .known_good
+            .iter()
+            .find(|k| &k.images == to)
+            .cloned()
+        else {
+            return Err(ReconcileError::State(format!(
+                "no release is recorded for image set {}",
+                to.short()
+            )));
+        };
+        let previous = self
+            .load_release(&known.release)
+            .await
+            .map_err(ReconcileError::Git)?;
+        let mut acted = decided;
+        match self.apply_release(&previous, &known.release).await {
+            Ok(Outcome::Healthy { .. }) => {
+                metrics().rolled_back();
+                seen.local
+                    .healthy(&known.release, &known.images, references(&previous));
+            }
+            Ok(Outcome::Restored { failure }) => {
+                acted.message =
+                    format!("rollback failed: {failure}; the release's containers were put back");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        seen.local
+            .save(&self.settings.state_dir)
+            .map_err(ReconcileError::State)?;
+        Ok(acted)
+    }
+
+    /// Rule 8: puts back what was changed by hand (or reports it, `self_heal = false`).
+    async fn repair_drift(
+        &self,
+        seen: &Observation,
+        repo: &FleetRepo,
+        decided: Acted,
+    ) -> Result<Acted, ReconcileError> {
+        let Some(drift) = self.drift(repo, &seen.tip).await? else {
+            return Ok(decided);
+        };
+        let mut acted = decided;
+        if !repo.fleet.rollout.self_heal {
+            // A drift left in place is reported once, not again on every poll.
+            acted.message = format!("drift: {drift} (self_heal = false: reported, not repaired)");
+            acted.force_report = seen.own.as_ref().is_none_or(|o| o.message != acted.message);
+            return Ok(acted);
+        }
+        acted.force_report = true;
+        acted.message = match self.apply_release(repo, &seen.tip).await {
+            Ok(Outcome::Healthy { .. }) => format!("drift repaired: {drift}"),
+            Ok(Outcome::Restored { failure }) => {
+                acted.state = NodeState::Failed;
+                format!("drift ({drift}); the repair failed: {failure}")
+            }
+            Err(e) => {
+                return Err(ReconcileError::Act(format!(
+                    "cannot repair drift ({drift}): {e}"
+                )));
+            }
+        };
+        Ok(acted)
+    }
+
+    /// Writes the record when the state, release or image set changed, as a heartbeat,
+    /// or when acting asked for it; notifies on a change.
+    async fn report_acted(
+        &self,
+        seen: &Observation,
+        decision: &Decision,
+        acted: Acted,
+    ) -> Result<Reconciled, ReconcileError> {
+        let record = seen.record(&self.settings.node, acted.state, acted.message.clone());
+        // A changed message alone (who blocks a wait) waits for a change or a heartbeat.
+        let changed = seen.own.as_ref().is_none_or(|o| {
             o.state != record.state || o.release != record.release || o.images != record.images
         });
-        let heartbeat_due = own.as_ref().is_none_or(|o| now - o.updated >= HEARTBEAT);
+        let heartbeat_due = seen
+            .own
+            .as_ref()
+            .is_none_or(|o| seen.now - o.updated >= HEARTBEAT);
         if changed {
-            self.notify(desired.as_ref().ok().copied(), &local, &record)
+            self.notify(seen.admitted.as_ref().ok(), &seen.local, &record)
                 .await;
         }
-        if changed || heartbeat_due || force_report {
-            self.report(&status_branch, record).await?;
+        if changed || heartbeat_due || acted.force_report {
+            self.report(&seen.status_branch, record).await?;
         }
         Ok(Reconciled {
-            state,
-            message,
-            recheck_at: decision.recheck_at,
-            project: desired.as_ref().ok().map(|repo| self.project(repo)),
+            state: acted.state,
+            message: acted.message,
+            recheck_at: acted.recheck_at.or(decision.recheck_at),
+            project: seen.admitted.as_ref().ok().map(|repo| self.project(repo)),
         })
+    }
+
+    /// The status branch a rejected tip is reported on: the one of the release this
+    /// node last ran healthy (the tip's own fleet.toml cannot be trusted), else the
+    /// default.
+    async fn last_status_branch(&self, local: &LocalState) -> String {
+        match local.known_good.last() {
+            Some(known) => match self.load_release(&known.release).await {
+                Ok(repo) => repo.fleet.status_branch,
+                Err(_) => DEFAULT_STATUS_BRANCH.to_string(),
+            },
+            None => DEFAULT_STATUS_BRANCH.to_string(),
+        }
     }
 
     /// After pushing its `converging` claim, whether this node is among the first `max`
@@ -397,7 +704,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         claim: &StatusRecord,
         repo: &FleetRepo,
         max: u32,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, ReconcileError> {
         let mirror = self.mirror.clone();
         let sb = status_branch.to_string();
         let (records, _) = blocking(move || {
@@ -449,30 +756,41 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
             .unwrap_or_else(|| repo.fleet.name.clone())
     }
 
-    /// The engine spec of the release at `commit`, its compose directory materialized.
-    fn spec(&self, repo: &FleetRepo, commit: &str) -> Result<ProjectSpec, String> {
+    /// The engine spec of the release at `commit`, translated as this node would (no
+    /// file written): a release that cannot be translated is rejected at admission.
+    fn translate(&self, repo: &FleetRepo, commit: &str) -> Result<ProjectSpec, String> {
         let project = self.project(repo);
         let host_dir = project_dir(&self.settings.state_dir, &project);
         let files = self.mirror.files(commit).map_err(|e| e.to_string())?;
-        materialize(&files, &repo.fleet.compose_path, &host_dir)?;
         let sources = Sources {
             files: &files,
             compose_path: &repo.fleet.compose_path,
             host_dir: &host_dir,
         };
-        project_spec(&project, &repo.compose, &repo.images, &sources).map_err(|e| e.join("; "))
+        project_spec(&project, &repo.compose, &repo.images, &sources)
+            .map_err(|errors| format!("{}: {}", repo.fleet.compose_path, joined(&errors)))
     }
 
-    /// Applies the release at `commit` (converge, gate, commit or restore).
-    async fn apply_release(&self, repo: &FleetRepo, commit: &str) -> Result<Outcome, String> {
-        let spec = self.spec(repo, commit)?;
+    /// Applies the release at `commit` (converge, gate, commit or restore), its compose
+    /// directory materialized first.
+    async fn apply_release(&self, repo: &FleetRepo, commit: &str) -> Result<Outcome, ApplyError> {
+        let spec = self.translate(repo, commit).map_err(ApplyError::Prepare)?;
+        let files = self
+            .mirror
+            .files(commit)
+            .map_err(|e| ApplyError::Prepare(e.to_string()))?;
+        let host_dir = project_dir(&self.settings.state_dir, &spec.project);
+        materialize(&files, &repo.fleet.compose_path, &host_dir).map_err(ApplyError::Prepare)?;
         let release = Release::of(&spec, repo);
         let outcome = self
             .engine
             .apply(&release)
             .await
-            .map_err(|e| e.to_string())?;
-        if let Outcome::Restored { service, .. } = &outcome {
+            .map_err(ApplyError::Engine)?;
+        if let Outcome::Restored {
+            failure: Failure::Gate { service, .. },
+        } = &outcome
+        {
             metrics().gate_failed(service);
         }
         Ok(outcome)
@@ -481,8 +799,14 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
     /// The tip's signature, checked by the chain of trust (crate::trust): the policy of
     /// the release this node runs judges the tip, else the tip's own; signers pinned on
     /// the node (`--allowed-signers`) must always be satisfied.
-    async fn admit(&self, repo: FleetRepo, tip: &str) -> Result<FleetRepo, String> {
-        let mut local = LocalState::load(&self.settings.state_dir)?;
+    /// A tip the node cannot translate (a value no engine takes) is rejected here too,
+    /// naming the key, before anything is touched.
+    async fn admit(
+        &self,
+        repo: FleetRepo,
+        tip: &str,
+        local: &mut LocalState,
+    ) -> Result<FleetRepo, String> {
         let trusted = local
             .admitted
             .clone()
@@ -538,7 +862,9 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
             }
             Ok(())
         })
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
+        self.translate(&repo, tip)?;
         if local.admitted.as_deref() != Some(tip) {
             local.admitted = Some(tip.to_string());
             local.save(&self.settings.state_dir)?;
@@ -548,13 +874,13 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
 
     /// What differs between the running containers and the release (rule 8): a
     /// container stopped, removed or replaced by hand. `None` when nothing does.
-    async fn drift(&self, repo: &FleetRepo, commit: &str) -> Result<Option<String>, String> {
-        let spec = self.spec(repo, commit)?;
-        let observed = self
-            .engine
-            .observe(&spec.project)
-            .await
-            .map_err(|e| e.to_string())?;
+    async fn drift(
+        &self,
+        repo: &FleetRepo,
+        commit: &str,
+    ) -> Result<Option<String>, ReconcileError> {
+        let spec = self.translate(repo, commit).map_err(ReconcileError::Act)?;
+        let observed = self.engine.observe(&spec.project).await?;
         let plan = plan(&spec, &observed);
         if plan.is_noop() {
             return Ok(None);
@@ -577,41 +903,21 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         Ok(Some(what.join(", ")))
     }
 
-    fn record(
-        &self,
-        own: Option<&StatusRecord>,
-        batch: &str,
-        release: &str,
-        images: &ImageSetId,
-        state: NodeState,
-        message: String,
-    ) -> StatusRecord {
-        let now = self.clock.now();
-        let since = own
-            .filter(|o| o.state == state && o.release == release)
-            .map_or(now, |o| o.since);
-        StatusRecord {
-            node: self.settings.node.clone(),
-            batch: batch.to_string(),
-            release: release.to_string(),
-            images: images.clone(),
-            state,
-            since,
-            message: crate::core::status::clip_message(message),
-            agent: env!("CARGO_PKG_VERSION").to_string(),
-            updated: now,
-        }
-    }
-
     /// Pushes a record; when the remote cannot take it, keeps it in the outbox.
-    async fn report(&self, status_branch: &str, record: StatusRecord) -> Result<(), String> {
+    async fn report(
+        &self,
+        status_branch: &str,
+        record: StatusRecord,
+    ) -> Result<(), ReconcileError> {
         let mirror = self.mirror.clone();
         let (branch, r) = (status_branch.to_string(), record.clone());
         match blocking(move || mirror.push_record(&branch, &r, PUSH_ATTEMPTS)).await {
             Ok(_) => Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, "status not delivered; kept in the outbox");
-                Outbox::new(&self.settings.state_dir).put(&record)
+                Outbox::new(&self.settings.state_dir)
+                    .put(&record)
+                    .map_err(ReconcileError::State)
             }
         }
     }
@@ -694,6 +1000,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
             &self.settings.branch,
             self.trigger.clone(),
         );
+        let mut failures = 0;
         loop {
             // One span per reconcile, so every event of it carries node, release and decision.
             let span = tracing::info_span!(
@@ -712,11 +1019,20 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
                 match result {
                     Ok(r) => {
                         tracing::info!(state = %r.state, message = %r.message, "reconciled");
+                        failures = 0;
                         (r.recheck_at, r.project)
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "reconcile failed");
-                        (None, None)
+                        failures += 1;
+                        let after = retry_after(failures, self.settings.interval);
+                        tracing::error!(error = %e, retry_in = ?after, "reconcile failed");
+                        (
+                            Some(
+                                self.clock.now()
+                                    + chrono::TimeDelta::from_std(after).unwrap_or_default(),
+                            ),
+                            None,
+                        )
                     }
                 }
             }

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::fleet::{Notify, NotifyEvent, NotifyFormat};
 use crate::core::status::{NodeState, StatusRecord};
-use crate::git::Secret;
+use crate::secret::Secret;
 
 /// Attempts per notification, and the timeout of each.
 const ATTEMPTS: u32 = 3;

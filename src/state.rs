@@ -64,7 +64,29 @@ pub struct LocalState {
     /// Image references gitfleet pulled and has not pruned yet.
     #[serde(default)]
     pub pulled: Vec<String>,
+    /// The release this node failed (rule 6): it is not tried again here until a new
+    /// commit, even when the status branch cannot be read or written.
+    #[serde(default)]
+    pub failed_release: Option<String>,
+    /// A transient failure being retried.
+    #[serde(default)]
+    pub retry: Option<Retry>,
 }
+
+/// A release the node could not apply for a transient reason, and when it tries again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Retry {
+    pub release: String,
+    /// The first transient failure: `health_timeout` after it, the release fails.
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub attempts: u32,
+    pub next_at: chrono::DateTime<chrono::Utc>,
+    pub reason: String,
+}
+
+/// The first retry waits this long; each next one twice as long, up to [`RETRY_MAX`].
+const RETRY_FIRST: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+const RETRY_MAX: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KnownGood {
@@ -96,6 +118,24 @@ impl LocalState {
             .map_err(|e| format!("cannot write node.toml: {e}"))
     }
 
+    /// What the decision core needs of the journal.
+    pub fn facts(&self) -> crate::core::decide::LocalFacts {
+        crate::core::decide::LocalFacts {
+            running: self.running.clone(),
+            known_good: self.known_good.iter().map(|k| k.images.clone()).collect(),
+            gate: None,
+            failed_release: self.failed_release.clone(),
+            retry: self
+                .retry
+                .as_ref()
+                .map(|r| crate::core::decide::RetryFacts {
+                    release: r.release.clone(),
+                    reason: r.reason.clone(),
+                    at: r.next_at,
+                }),
+        }
+    }
+
     /// Remembers references about to be pulled, so they can be pruned later.
     pub fn pulling(&mut self, references: &[String]) {
         for r in references {
@@ -122,6 +162,46 @@ impl LocalState {
         });
         let excess = self.known_good.len().saturating_sub(KNOWN_GOOD_KEPT);
         self.known_good.drain(..excess);
+        self.retry = None;
+    }
+
+    /// Records a transient failure of `release` at `now`. Returns `false` (and forgets
+    /// the retry) once `deadline` has passed since the first one: the release has failed.
+    pub fn transient_failure(
+        &mut self,
+        release: &str,
+        reason: String,
+        now: chrono::DateTime<chrono::Utc>,
+        deadline: std::time::Duration,
+    ) -> bool {
+        let (since, attempts) = match &self.retry {
+            Some(r) if r.release == release => (r.since, r.attempts + 1),
+            _ => (now, 1),
+        };
+        let deadline =
+            since + chrono::TimeDelta::from_std(deadline).unwrap_or(chrono::TimeDelta::MAX);
+        if now >= deadline {
+            self.retry = None;
+            return false;
+        }
+        let backoff = RETRY_FIRST
+            .checked_mul(1 << attempts.min(10).saturating_sub(1))
+            .unwrap_or(RETRY_MAX)
+            .min(RETRY_MAX);
+        self.retry = Some(Retry {
+            release: release.to_string(),
+            since,
+            attempts,
+            next_at: (now + backoff).min(deadline),
+            reason,
+        });
+        true
+    }
+
+    /// Records that this node failed `release` for good (rule 6).
+    pub fn failed(&mut self, release: &str) {
+        self.failed_release = Some(release.to_string());
+        self.retry = None;
     }
 
     /// Pulled references no longer needed: all but those of the running set and of the
@@ -197,5 +277,37 @@ impl Outbox {
                     .map(|r| (p, r))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use std::time::Duration;
+
+    #[test]
+    fn transient_failures_back_off_until_health_timeout_then_fail() {
+        let t = |s: i64| Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap();
+        let timeout = Duration::from_secs(60);
+        let mut local = LocalState::default();
+        let next = |local: &LocalState| local.retry.as_ref().map(|r| r.next_at);
+        assert!(local.transient_failure("r", "down".into(), t(0), timeout));
+        assert_eq!(next(&local), Some(t(10)));
+        assert!(local.transient_failure("r", "down".into(), t(10), timeout));
+        assert_eq!(next(&local), Some(t(30)));
+        assert!(local.transient_failure("r", "down".into(), t(30), timeout));
+        // 40 s later would be past the deadline: the last attempt is at the deadline.
+        assert_eq!(next(&local), Some(t(60)));
+        assert!(!local.transient_failure("r", "down".into(), t(60), timeout));
+        assert_eq!(local.retry, None);
+        // Another release starts its own count.
+        assert!(local.transient_failure("r2", "down".into(), t(61), timeout));
+        assert_eq!(local.retry.as_ref().map(|r| r.attempts), Some(1));
+        local.failed("r2");
+        assert_eq!(
+            (local.retry, local.failed_release.as_deref()),
+            (None, Some("r2"))
+        );
     }
 }

@@ -12,6 +12,9 @@ use gitfleet::git::Mirror;
 
 use common::{AgentProcess, GitDaemon, TempDir, git, test_images, unique_image};
 
+/// The stack most agent tests run: `web` depends on `api`.
+const STACK: &str = "services:\n  api:\n    image: x\n    init: true\n  web:\n    image: x\n    init: true\n    depends_on: [api]\n";
+
 struct Fleet {
     root: TempDir,
     project: String,
@@ -50,21 +53,36 @@ impl Fleet {
 
     /// [`Fleet::release`] with `rollout_extra` (lines) added to `[rollout]`.
     fn release_with(&self, web: &str, api: &str, rollout_extra: &str, message: &str) -> String {
+        self.release_stack(
+            web,
+            api,
+            &format!("monitor = \"2s\"\nhealth_timeout = \"60s\"\n{rollout_extra}"),
+            STACK,
+            message,
+        )
+    }
+
+    /// Commits a release with these images, `rollout` (lines of `[rollout]` after
+    /// `batches`) and this compose file, and pushes it to `release`; returns its id.
+    fn release_stack(
+        &self,
+        web: &str,
+        api: &str,
+        rollout: &str,
+        compose: &str,
+        message: &str,
+    ) -> String {
         let work = self.work();
         std::fs::write(
             work.join("fleet.toml"),
             format!(
                 "version = 1\n[fleet]\nname = \"shop\"\ncompose = \"stack/compose.yaml\"\n[images]\nweb = \"{web}\"\napi = \"{api}\"\n\
-                 [rollout]\nbatches = [\"canary\"]\nmonitor = \"2s\"\nhealth_timeout = \"60s\"\n{rollout_extra}[batches.canary]\nnodes = [\"n1\"]\n\
+                 [rollout]\nbatches = [\"canary\"]\n{rollout}[batches.canary]\nnodes = [\"n1\"]\n\
                  [notify]\nurl_env = \"GFT_TEST_NOTIFY_URL\"\nformat = \"json\"\nevents = [\"healthy\", \"failed\", \"rejected\"]\n"
             ),
         )
         .unwrap();
-        std::fs::write(
-            work.join("stack/compose.yaml"),
-            "services:\n  api:\n    image: x\n    init: true\n  web:\n    image: x\n    init: true\n    depends_on: [api]\n",
-        )
-        .unwrap();
+        std::fs::write(work.join("stack/compose.yaml"), compose).unwrap();
         git(&work, &["add", "."]);
         git(&work, &["commit", "-q", "--allow-empty", "-m", message]);
         git(
@@ -1307,5 +1325,199 @@ async fn a_node_signs_its_status_commits_and_status_marks_a_record_it_did_not_wr
     let (code, out) = fleet.agent_once_with(&[("GITFLEET_NODE_KEY", bad.to_str().unwrap())]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("is not an OpenSSH private key"), "{out}");
+    fleet.cleanup(&engine).await;
+}
+
+// Failure paths (SPEC §3 rule 6): any error after the node starts acting on a release
+// restores at once, is recorded with its cause, frees the slot, and is not retried.
+
+/// The stack with `web_extra` (lines indented for `web:`) added to `web`.
+fn stack_with_web(web_extra: &str) -> String {
+    format!("{STACK}{web_extra}")
+}
+
+/// n1 ran `first` healthy; `bad` is released and fails. Checks what every failure path
+/// must leave: the previous containers running, a `failed` record naming `cause`, and
+/// three more polls that restart nothing and write nothing.
+async fn assert_fails_and_restores(fleet: &Fleet, engine: &DockerEngine, bad: &str, cause: &str) {
+    let running = ids(engine, &fleet.project).await;
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(1), "{out}");
+    let record = fleet.record_is(NodeState::Failed, bad);
+    assert!(record.message.contains(cause), "{}", record.message);
+    assert_eq!(
+        ids(engine, &fleet.project).await,
+        running,
+        "the previous containers run again, nothing left over"
+    );
+    assert_one_running_container_per_service(engine, &fleet.project).await;
+    let commits = fleet.status_commits();
+    for _ in 0..3 {
+        let (code, out) = fleet.agent_once();
+        assert_eq!(code, Some(1), "{out}");
+        assert_eq!(ids(engine, &fleet.project).await, running, "{out}");
+    }
+    assert_eq!(fleet.status_commits(), commits, "no record rewritten");
+    fleet.record_is(NodeState::Failed, bad);
+}
+
+#[tokio::test]
+async fn a_release_whose_host_port_is_taken_restores_at_once_and_fails_naming_the_port() {
+    let images = test_images();
+    let engine = DockerEngine::connect().await.unwrap();
+    for order in ["stop-first", "start-first"] {
+        let fleet = Fleet::new(&format!("port-{order}"));
+        let rollout = format!("monitor = \"1s\"\nhealth_timeout = \"30s\"\norder = \"{order}\"\n");
+        fleet.release_stack(&images.healthy, &images.healthy, &rollout, STACK, "First");
+        let (code, out) = fleet.agent_once();
+        assert_eq!(code, Some(0), "{out}");
+
+        // Another process holds the port the new release publishes.
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = holder.local_addr().unwrap().port();
+        let compose = stack_with_web(&format!("    ports: [\"127.0.0.1:{port}:80\"]\n"));
+        let bad = fleet.release_stack(
+            &images.healthy_v2,
+            &images.healthy,
+            &rollout,
+            &compose,
+            "Port taken",
+        );
+        assert_fails_and_restores(&fleet, &engine, &bad, &port.to_string()).await;
+        fleet.cleanup(&engine).await;
+    }
+}
+
+#[tokio::test]
+async fn a_command_not_found_fails_the_gate_quoting_the_containers_last_log_line() {
+    let images = test_images();
+    let engine = DockerEngine::connect().await.unwrap();
+    let fleet = Fleet::new("exec");
+    let rollout = "monitor = \"2s\"\nhealth_timeout = \"30s\"\n";
+    fleet.release_stack(&images.healthy, &images.healthy, rollout, STACK, "First");
+    assert_eq!(fleet.agent_once().0, Some(0));
+    let compose = stack_with_web("    command: [\"/no/such/binary\"]\n");
+    let bad = fleet.release_stack(
+        &images.healthy_v2,
+        &images.healthy,
+        rollout,
+        &compose,
+        "Typo",
+    );
+    assert_fails_and_restores(&fleet, &engine, &bad, "/no/such/binary").await;
+    fleet.cleanup(&engine).await;
+}
+
+#[tokio::test]
+async fn a_digest_missing_from_the_registry_fails_without_stopping_anything() {
+    let images = test_images();
+    let engine = DockerEngine::connect().await.unwrap();
+    let fleet = Fleet::new("manifest");
+    let rollout = "monitor = \"1s\"\nhealth_timeout = \"30s\"\n";
+    fleet.release_stack(&images.healthy, &images.healthy, rollout, STACK, "First");
+    assert_eq!(fleet.agent_once().0, Some(0));
+    let (repo, _) = images.healthy.split_once('@').unwrap();
+    let missing = format!("{repo}@sha256:{}", "0".repeat(64));
+    let bad = fleet.release_stack(&missing, &images.healthy, rollout, STACK, "Missing digest");
+    assert_fails_and_restores(&fleet, &engine, &bad, "nothing was stopped").await;
+    assert!(
+        fleet.record().message.contains("manifest unknown"),
+        "{}",
+        fleet.record().message
+    );
+    fleet.cleanup(&engine).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_keeps_the_containers_retries_then_fails_after_health_timeout() {
+    let images = test_images();
+    let engine = DockerEngine::connect().await.unwrap();
+    let fleet = Fleet::new("registry-down");
+    let rollout = "monitor = \"1s\"\nhealth_timeout = \"4s\"\n";
+    fleet.release_stack(&images.healthy, &images.healthy, rollout, STACK, "First");
+    assert_eq!(fleet.agent_once().0, Some(0));
+    let running = ids(&engine, &fleet.project).await;
+
+    // A registry on a port where nothing listens.
+    let closed = common::free_port();
+    let (_, digest) = images.healthy_v2.split_once('@').unwrap();
+    let unreachable = format!("127.0.0.1:{closed}/gitfleet-test/healthy@{digest}");
+    let release = fleet.release_stack(
+        &unreachable,
+        &images.healthy,
+        rollout,
+        STACK,
+        "Registry down",
+    );
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(4), "{out}");
+    let record = fleet.record_is(NodeState::Retrying, &release);
+    assert!(
+        record.message.contains("next attempt"),
+        "{}",
+        record.message
+    );
+    assert!(
+        record.message.contains(&closed.to_string()),
+        "{}",
+        record.message
+    );
+    assert_eq!(ids(&engine, &fleet.project).await, running);
+
+    // Before the next attempt: nothing is tried, nothing rewritten.
+    let commits = fleet.status_commits();
+    assert_eq!(fleet.agent_once().0, Some(4));
+    assert_eq!(fleet.status_commits(), commits);
+
+    // Past health_timeout since the first attempt, the release has failed.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(1), "{out}");
+    let record = fleet.record_is(NodeState::Failed, &release);
+    assert!(
+        record.message.contains("still failing"),
+        "{}",
+        record.message
+    );
+    assert_eq!(ids(&engine, &fleet.project).await, running);
+    fleet.cleanup(&engine).await;
+}
+
+#[tokio::test]
+async fn a_value_no_engine_takes_is_rejected_naming_the_key_and_check_refuses_it() {
+    let images = test_images();
+    let engine = DockerEngine::connect().await.unwrap();
+    let fleet = Fleet::new("untranslatable");
+    let rollout = "monitor = \"1s\"\nhealth_timeout = \"30s\"\n";
+    fleet.release_stack(&images.healthy, &images.healthy, rollout, STACK, "First");
+    assert_eq!(fleet.agent_once().0, Some(0));
+    let running = ids(&engine, &fleet.project).await;
+    let compose = stack_with_web("    stop_grace_period: forever\n");
+    let bad = fleet.release_stack(
+        &images.healthy_v2,
+        &images.healthy,
+        rollout,
+        &compose,
+        "Bad value",
+    );
+
+    let check = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .arg("check")
+        .arg(fleet.work())
+        .output()
+        .unwrap();
+    let text = common::output_text(&check);
+    assert_eq!(check.status.code(), Some(1), "{text}");
+    assert!(text.contains("services.web.stop_grace_period"), "{text}");
+
+    let (code, out) = fleet.agent_once();
+    assert_eq!(code, Some(3), "{out}");
+    let record = fleet.record_is(NodeState::Rejected, &bad);
+    assert!(
+        record.message.contains("stop_grace_period"),
+        "{}",
+        record.message
+    );
+    assert_eq!(ids(&engine, &fleet.project).await, running);
     fleet.cleanup(&engine).await;
 }

@@ -59,7 +59,7 @@ fn translated_stacks(
                         host_dir,
                     };
                     project_spec(&project_of(&file), &stack, &images, &sources)
-                        .map_err(|e| e.join("; "))
+                        .map_err(|e| gitfleet::engine::spec::joined(&e))
                         .and_then(|spec| start_order(&spec).map(|_| spec))
                 }
             };

@@ -124,7 +124,7 @@ proptest! {
         let repo = load_repo(&files(FLEET, COMPOSE), &Interpolation::default()).expect("valid fixture");
         let desired = ImageSetId("b".repeat(64));
         let me = NodeId(me);
-        let local = LocalFacts { running, known_good, gate: None };
+        let local = LocalFacts { running, known_good, ..Default::default() };
         let inputs = Inputs {
             desired: Desired::Admitted { release: Tip { commit: "r2", committed }, fleet: &repo.fleet, images: &desired },
             node: &me,

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use gitfleet::core::status::NodeState;
-use gitfleet::git::{GitAuth, Mirror, Secret};
+use gitfleet::git::{GitAuth, Mirror};
+use gitfleet::secret::Secret;
 
 use common::{TempDir, example_remote, free_port, git, status_record as record};
 

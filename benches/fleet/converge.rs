@@ -123,7 +123,7 @@ impl FleetDir {
             host_dir: &self.host_dir,
         };
         let spec = project_spec(&self.project, &repo.compose, &repo.images, &sources)
-            .map_err(|e| format!("spec: {}", e.join("; ")))?;
+            .map_err(|e| format!("spec: {}", gitfleet::engine::spec::joined(&e)))?;
         Ok((repo, spec))
     }
 }
@@ -158,7 +158,7 @@ impl Gitfleet {
         let release = Release::of(&spec, &repo);
         let outcome = apply(&self.engine, &release).await.map_err(err("apply"))?;
         let took = start.elapsed();
-        if outcome != (Outcome::Healthy { changed: false }) {
+        if !matches!(outcome, Outcome::Healthy { changed: false }) {
             return Err(format!("no-op apply changed something: {outcome:?}"));
         }
         Ok(took)

@@ -77,6 +77,7 @@ pub fn run(records: usize, env: &Env) -> Result<(), String> {
         running: Some(ImageSetId("a".repeat(64))),
         known_good: vec![ImageSetId("a".repeat(64))],
         gate: None,
+        ..Default::default()
     };
     let inputs = Inputs {
         desired: Desired::Admitted {

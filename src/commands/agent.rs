@@ -148,6 +148,7 @@ fn run_agent(args: &AgentArgs) -> Result<u8, u8> {
                 Ok(match r.state {
                     NodeState::Failed | NodeState::RolledBack => exit::FAILED,
                     NodeState::Rejected => exit::REJECTED,
+                    NodeState::Retrying => exit::RETRYING,
                     _ => exit::OK,
                 })
             }

@@ -44,10 +44,8 @@ fn run_apply(args: &NodeStackArgs) -> Result<u8, u8> {
             println!("{project}: healthy at image set {}", images.short());
             exit::OK
         }
-        Ok(Outcome::Restored { service, reason }) => {
-            eprintln!(
-                "{project}: health gate failed: service `{service}`: {reason}; previous containers restored"
-            );
+        Ok(Outcome::Restored { failure }) => {
+            eprintln!("{project}: {failure}; previous containers restored");
             exit::FAILED
         }
         Err(e) => {

@@ -29,6 +29,10 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The release was rejected (agent --once).
     pub const REJECTED: u8 = 3;
+    /// A transient error (registry or engine unreachable) kept the node from the
+    /// release; the running containers were kept and a later run tries again (agent
+    /// --once).
+    pub const RETRYING: u8 = 4;
 }
 
 /// A node's stack read from a fleet repository working tree: the validated repository

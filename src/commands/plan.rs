@@ -12,7 +12,7 @@ use crate::config::FleetRepo;
 use crate::config::duration::{DURATION_HELP, format_duration, parse_duration};
 use crate::config::fleet::{ImageSet, NodeId};
 use crate::core::batch::Tip;
-use crate::core::decide::{Desired, Inputs, LocalFacts, decide};
+use crate::core::decide::{Desired, Inputs, decide};
 use crate::core::plan::{Eta, fleet_timeline, node_timezone, plan_node};
 use crate::core::status::StatusRecord;
 use crate::core::window::WindowState;
@@ -101,11 +101,7 @@ fn print_node_plan(
     let fleet = &repo.fleet;
     let plan = plan_node(fleet, node, tz, now, 3);
     let images = repo.images.id();
-    let facts = LocalFacts {
-        running: local.running.clone(),
-        known_good: local.known_good.iter().map(|k| k.images.clone()).collect(),
-        gate: None,
-    };
+    let facts = local.facts();
     let decision = decide(&Inputs {
         desired: Desired::Admitted {
             release: Tip {

@@ -9,7 +9,8 @@ use crate::cli::RepoArgs;
 use crate::config::diagnostics::Diagnostics;
 use crate::config::fleet::NodeId;
 use crate::config::{FleetRepo, Interpolation, load_repo};
-use crate::git::{GitAuth, Mirror, Records, Secret, redact_url};
+use crate::git::{GitAuth, Mirror, Records, redact_url};
+use crate::secret::Secret;
 
 /// The credentials `args` name, read and checked now so a missing file is a usage error
 /// at start rather than a failed fetch later. The password comes from

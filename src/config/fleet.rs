@@ -404,6 +404,9 @@ pub struct Notify {
     pub events: Vec<NotifyEvent>,
 }
 
+/// The status branch when fleet.toml names none.
+pub const DEFAULT_STATUS_BRANCH: &str = "fleet-status";
+
 /// The validated `fleet.toml`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fleet {

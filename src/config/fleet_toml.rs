@@ -9,7 +9,7 @@ use super::fleet::{
     PinnedImage, Probe, REST_BATCH, Rollout, ScheduledWindow, UpdateOrder, Window, pinned_example,
 };
 use super::toml_reader::{Located, TableReader};
-use crate::core::window::parse_schedule;
+use crate::config::schedule::parse_schedule;
 
 /// Byte spans of the keys read, by dotted key path, so later checks (the policy, the
 /// compose cross-checks) can point at the line that set a value.
@@ -87,7 +87,12 @@ pub fn read_fleet(root: &TableReader, diags: &mut Diagnostics) -> Option<(Fleet,
     }
     let (name, compose_path, status_branch, policy_path) = match &fleet_table {
         Some(t) => read_fleet_table(t, &mut spans, diags),
-        None => (None, None, "fleet-status".to_string(), None),
+        None => (
+            None,
+            None,
+            crate::config::fleet::DEFAULT_STATUS_BRANCH.to_string(),
+            None,
+        ),
     };
 
     let images = root
@@ -207,9 +212,9 @@ fn read_fleet_table(
                 )
                 .help("use a plain branch name such as \"fleet-status\""),
             );
-            "fleet-status".to_string()
+            crate::config::fleet::DEFAULT_STATUS_BRANCH.to_string()
         }
-        None => "fleet-status".to_string(),
+        None => crate::config::fleet::DEFAULT_STATUS_BRANCH.to_string(),
     };
     let policy = t
         .string("policy", "\"policies/production.toml\"", diags)

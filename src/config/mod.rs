@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod fleet_toml;
 pub mod interpolate;
 pub mod policy;
+pub mod schedule;
 pub mod toml_reader;
 
 use std::collections::BTreeMap;

@@ -37,6 +37,18 @@ pub struct LocalFacts {
     pub known_good: Vec<ImageSetId>,
     /// The gate's verdict on `running`, while the node holds it to the gate.
     pub gate: Option<GateVerdict>,
+    /// The release this node failed: not tried again until a new commit (rule 6).
+    pub failed_release: Option<String>,
+    /// A release whose converge hit a transient error: tried again at `at`.
+    pub retry: Option<RetryFacts>,
+}
+
+/// A converge that hit a transient error (registry or engine unreachable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryFacts {
+    pub release: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
 }
 
 impl LocalFacts {
@@ -103,6 +115,9 @@ pub enum Verdict {
     /// healthy before (rule 7), applied outside windows and batch order. `claim_slot`:
     /// push the `converging` record first; its acceptance is the slot (rule 2).
     Converge { rollback: bool, claim_slot: bool },
+    /// The last converge hit a transient error; the running containers were kept and
+    /// the converge is tried again at `at` (rule 6).
+    Retry { reason: String, at: DateTime<Utc> },
     /// The desired set runs; hold it to the gate (rule 5).
     Monitor { deadline: Option<DateTime<Utc>> },
     /// The gate passed.
@@ -130,6 +145,7 @@ impl Verdict {
             }
             Verdict::WaitWindow { .. } => NodeState::WaitingWindow,
             Verdict::Converge { .. } => NodeState::Converging,
+            Verdict::Retry { .. } => NodeState::Retrying,
             Verdict::Monitor { .. } => NodeState::Monitoring,
             Verdict::Restore {
                 reason: RestoreReason::GateFailed { .. },
@@ -220,6 +236,12 @@ impl Verdict {
                 "rolling back to a set this node ran healthy".to_string()
             }
             Verdict::Converge { .. } => "converging".to_string(),
+            Verdict::Retry { reason, at } => {
+                format!(
+                    "{reason}; running containers kept; next attempt {}",
+                    both(at)
+                )
+            }
             Verdict::Monitor { deadline: Some(t) } => {
                 format!("holding the health gate; decides by {}", both(t))
             }
@@ -258,6 +280,7 @@ impl From<Verdict> for Decision {
             Verdict::WaitBake { until } => Some(*until),
             Verdict::WaitWindow { opens_at, .. } => *opens_at,
             Verdict::Monitor { deadline } => *deadline,
+            Verdict::Retry { at, .. } => Some(*at),
             _ => None,
         };
         Decision {
@@ -302,6 +325,23 @@ pub fn slot_granted(
 
 /// Decides what the node does now. Pure: same inputs, same decision.
 pub fn decide(inputs: &Inputs) -> Decision {
+    let decision = decide_ignoring_retry(inputs);
+    // A converge that hit a transient error waits for its next attempt (rule 6).
+    match (&decision.verdict, &inputs.local.retry, inputs.desired) {
+        (Verdict::Converge { .. }, Some(retry), Desired::Admitted { release, .. })
+            if retry.release == release.commit && inputs.now < retry.at =>
+        {
+            Verdict::Retry {
+                reason: retry.reason.clone(),
+                at: retry.at,
+            }
+            .into()
+        }
+        _ => decision,
+    }
+}
+
+fn decide_ignoring_retry(inputs: &Inputs) -> Decision {
     let (release, fleet, desired) = match inputs.desired {
         Desired::Rejected { reason, .. } => {
             return Verdict::Reject {
@@ -321,11 +361,18 @@ pub fn decide(inputs: &Inputs) -> Decision {
     let runs_desired = local.running.as_ref() == Some(desired);
 
     // This node already finished this release badly: a new commit clears it (rule 6).
+    // Its own journal says so even when its record never reached the status branch.
     if let Some(r) = own
         && r.release == release.commit
         && matches!(r.state, NodeState::Failed | NodeState::RolledBack)
     {
         return Verdict::Settled { state: r.state }.into();
+    }
+    if local.failed_release.as_deref() == Some(release.commit) {
+        return Verdict::Settled {
+            state: NodeState::Failed,
+        }
+        .into();
     }
 
     let progress = batch::progress(fleet, inputs.records, &release, desired, inputs.now);
@@ -504,6 +551,7 @@ mod tests {
             running: Some(set(c)),
             known_good: vec![set('a')],
             gate: None,
+            ..Default::default()
         }
     }
 
@@ -513,6 +561,55 @@ mod tests {
             ("eu", &["eu-*"]),
             ("americas", &["us-*", "br-*"]),
         ])
+    }
+
+    #[test]
+    fn a_release_this_node_failed_is_not_tried_again_even_unreported() {
+        let f = three_batches();
+        let local = LocalFacts {
+            failed_release: Some(R.into()),
+            ..running('a')
+        };
+        assert_eq!(
+            decide_for(&f, "eu-1", &[], &local),
+            Verdict::Settled { state: Failed }
+        );
+    }
+
+    #[test]
+    fn a_transient_failure_waits_for_its_next_attempt_then_converges_again() {
+        let f = three_batches();
+        let retry = |at| LocalFacts {
+            retry: Some(RetryFacts {
+                release: R.into(),
+                reason: "registry down".into(),
+                at,
+            }),
+            ..running('a')
+        };
+        match decide_for(&f, "eu-1", &[], &retry(t(10_030))) {
+            Verdict::Retry { reason, at } => {
+                assert_eq!((reason.as_str(), at), ("registry down", t(10_030)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide_for(&f, "eu-1", &[], &retry(t(10_000))),
+            Verdict::Converge { .. }
+        ));
+        // A retry of another commit is no reason to wait.
+        let other = LocalFacts {
+            retry: Some(RetryFacts {
+                release: "r1".into(),
+                reason: "registry down".into(),
+                at: t(10_030),
+            }),
+            ..running('a')
+        };
+        assert!(matches!(
+            decide_for(&f, "eu-1", &[], &other),
+            Verdict::Converge { .. }
+        ));
     }
 
     #[test]
@@ -700,6 +797,7 @@ mod tests {
             running: Some(set('c')),
             known_good: vec![set('b'), set('c')],
             gate: None,
+            ..Default::default()
         };
         assert_eq!(
             decide_for(&f, "br-1", &[], &local),
@@ -850,8 +948,8 @@ mod window_tests {
 
     use super::*;
     use crate::config::fleet::{ScheduledWindow, Window};
+    use crate::config::schedule::parse_schedule;
     use crate::core::testkit::{fleet, set, tip};
-    use crate::core::window::parse_schedule;
 
     #[test]
     fn waits_for_the_window_in_node_time_and_says_when() {

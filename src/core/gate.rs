@@ -20,7 +20,8 @@ pub struct ServiceHealth {
     pub restarts: u32,
     /// Verdict of the `[health.<service>]` probes; `None` when the service has none.
     pub probe: Option<Result<(), String>>,
-    /// The last line of the HEALTHCHECK log, quoted when the gate fails.
+    /// What the gate quotes when it fails: the container's own last log lines when it
+    /// died or restarted, else the last line of its HEALTHCHECK log.
     pub last_log: Option<String>,
 }
 
@@ -89,6 +90,12 @@ pub fn evaluate(
             service: s.service.clone(),
             reason,
         };
+        let log = |sep: &str| {
+            s.last_log
+                .as_deref()
+                .map(|l| format!("{sep}{l}"))
+                .unwrap_or_default()
+        };
         match s.run {
             RunState::Running => {}
             RunState::Completed => continue,
@@ -96,23 +103,26 @@ pub fn evaluate(
                 exit_code: Some(code),
             } => {
                 return failed(format!(
-                    "container is not running (it exited with code {code})"
+                    "container is not running (it exited with code {code}){}",
+                    log("; its last log: ")
                 ));
             }
             RunState::Down { exit_code: None } => {
-                return failed("container is not running".to_string());
+                return failed(format!(
+                    "container is not running{}",
+                    log("; its last log: ")
+                ));
             }
         }
         if s.restarts > 0 {
-            return failed(format!("container restarted {} time(s)", s.restarts));
+            return failed(format!(
+                "container restarted {} time(s){}",
+                s.restarts,
+                log("; its last log: ")
+            ));
         }
         if s.check == HealthCheck::Unhealthy {
-            let log = s
-                .last_log
-                .as_deref()
-                .map(|l| format!(": {l}"))
-                .unwrap_or_default();
-            return failed(format!("HEALTHCHECK reports unhealthy{log}"));
+            return failed(format!("HEALTHCHECK reports unhealthy{}", log(": ")));
         }
         if healthy_since.is_some()
             && let Some(Err(why)) = &s.probe

@@ -19,6 +19,9 @@ pub enum NodeState {
     WaitingBatch,
     Converging,
     Monitoring,
+    /// A transient error (registry or engine unreachable) stopped the converge; the
+    /// running containers were kept and the node tries again (message: why, and when).
+    Retrying,
     Healthy,
     Failed,
     RolledBack,
@@ -33,6 +36,7 @@ impl NodeState {
             NodeState::WaitingBatch => "waiting-batch",
             NodeState::Converging => "converging",
             NodeState::Monitoring => "monitoring",
+            NodeState::Retrying => "retrying",
             NodeState::Healthy => "healthy",
             NodeState::Failed => "failed",
             NodeState::RolledBack => "rolled-back",

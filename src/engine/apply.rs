@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use super::converge::{self, ConvergeOptions};
 use super::docker::{DockerEngine, EngineError};
-use super::failpoint;
 use super::gate::{self, GateSettings};
 use super::spec::ProjectSpec;
 use crate::config::fleet::{ImageSet, Probe, Rollout};
 use crate::core::gate::GateVerdict;
+use crate::failpoint;
 
 /// Everything one release needs from the fleet repository.
 pub struct Release<'a> {
@@ -39,18 +39,43 @@ impl<'a> Release<'a> {
 }
 
 /// How an apply ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
     /// The stack runs the release and passed the gate; `changed` is false when it
     /// already did and nothing was touched.
     Healthy { changed: bool },
-    /// The gate failed; the previous containers run again.
-    Restored { service: String, reason: String },
+    /// The release failed after the stack was touched; the previous containers run
+    /// again.
+    Restored { failure: Failure },
 }
 
+/// Why a release that touched the stack was undone.
+#[derive(Debug)]
+pub enum Failure {
+    /// The health gate failed (rule 5).
+    Gate { service: String, reason: String },
+    /// The engine refused a step of the converge (create, start, a network…) or a
+    /// dependency never became ready.
+    Converge(EngineError),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Gate { service, reason } => {
+                write!(f, "health gate failed: service `{service}`: {reason}")
+            }
+            Failure::Converge(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Applies the release. `Err` when nothing was changed (an image could not be pulled,
+/// the engine could not be reached before acting) or when undoing a failure failed too
+/// (then the error says both).
 pub async fn apply(engine: &DockerEngine, release: &Release<'_>) -> Result<Outcome, EngineError> {
     let local = converge::pull_all(engine, release.images, release.registries).await?;
-    failpoint("after-pull");
+    failpoint::at("after-pull");
     let options = ConvergeOptions {
         order: release.rollout.order,
         dependency_timeout: release.rollout.health_timeout,
@@ -59,8 +84,7 @@ pub async fn apply(engine: &DockerEngine, release: &Release<'_>) -> Result<Outco
     let applied = match converge::converge(engine, release.spec, &options).await {
         Ok(applied) => applied,
         Err(failure) => {
-            converge::restore(engine, &failure.applied).await?;
-            return Err(failure.error);
+            return restored(engine, &failure.applied, Failure::Converge(failure.error)).await;
         }
     };
     if applied.swaps.is_empty() && applied.leftovers.is_empty() {
@@ -71,14 +95,30 @@ pub async fn apply(engine: &DockerEngine, release: &Release<'_>) -> Result<Outco
         health_timeout: release.rollout.health_timeout,
         monitor: release.rollout.monitor,
     };
-    match gate::hold(engine, release.spec, &settings).await? {
-        GateVerdict::Failed { service, reason } => {
-            converge::restore(engine, &applied).await?;
-            Ok(Outcome::Restored { service, reason })
+    match gate::hold(engine, release.spec, &settings).await {
+        Ok(GateVerdict::Failed { service, reason }) => {
+            restored(engine, &applied, Failure::Gate { service, reason }).await
         }
-        _ => {
+        Ok(_) => {
             converge::commit(engine, &applied).await?;
             Ok(Outcome::Healthy { changed: true })
         }
+        Err(error) => restored(engine, &applied, Failure::Converge(error)).await,
+    }
+}
+
+/// Undoes `applied` after `failure`: the previous containers run again.
+async fn restored(
+    engine: &DockerEngine,
+    applied: &converge::Applied,
+    failure: Failure,
+) -> Result<Outcome, EngineError> {
+    match converge::restore(engine, applied).await {
+        Ok(()) => Ok(Outcome::Restored { failure }),
+        Err(restore) => Err(EngineError::Api {
+            action: "restore the previous containers".to_string(),
+            reason: format!("{restore} (after: {failure})"),
+            transient: restore.is_transient(),
+        }),
     }
 }

@@ -20,10 +20,10 @@ use bollard::models::{ContainerStateStatusEnum, EndpointSettings, HealthStatusEn
 use futures_util::future::join_all;
 
 use super::docker::{DockerEngine, EngineError};
-use super::failpoint;
 use super::plan::{NEXT_SUFFIX, Observed, PREVIOUS_SUFFIX, Plan, ServiceAction, plan};
 use super::spec::{Condition, ProjectSpec, ServiceSpec, start_order};
 use crate::config::fleet::{ImageSet, PinnedImage, UpdateOrder};
+use crate::failpoint;
 
 /// A service whose container converge replaced or created.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,7 +32,9 @@ pub struct Swap {
     pub container_name: String,
     /// The container kept for restore (renamed), if the service had one.
     pub previous: Option<String>,
-    pub new: String,
+    /// The container created for the release; `None` when a converge failed before
+    /// creating it (the previous container was already set aside).
+    pub new: Option<String>,
     /// The networks the previous container joins again on restore, should start-first
     /// have taken it off all of them.
     pub rejoin: Vec<(String, EndpointSettings)>,
@@ -117,6 +119,7 @@ pub async fn make_host_dirs(service: &ServiceSpec) -> Result<(), EngineError> {
                 .map_err(|e| EngineError::Api {
                     action: format!("create the bind mount directory {}", dir.display()),
                     reason: e.to_string(),
+                    transient: false,
                 })?;
         }
     }
@@ -136,6 +139,7 @@ pub async fn converge(
             EngineError::Api {
                 action: "order services".into(),
                 reason,
+                transient: false,
             },
             Applied::default(),
         )
@@ -184,9 +188,11 @@ pub async fn converge(
         let mut first_error = None;
         for result in results {
             match result {
-                Ok(Some(swap)) => applied.swaps.push(swap),
-                Ok(None) => {}
-                Err(e) => first_error = first_error.or(Some(e)),
+                Ok(swap) => applied.swaps.extend(swap),
+                Err(Partial { error, undo }) => {
+                    applied.swaps.extend(undo);
+                    first_error = first_error.or(Some(error));
+                }
             }
         }
         if let Some(error) = first_error {
@@ -236,7 +242,7 @@ fn recovered_swaps(spec: &ProjectSpec, plan: &Plan, observed: &[Observed]) -> Ve
                 service: previous.service.clone(),
                 container_name: service.container_name.clone(),
                 previous: Some(previous.id.clone()),
-                new: current.clone(),
+                new: Some(current.clone()),
                 rejoin: service.networks(),
             })
         })
@@ -290,13 +296,28 @@ async fn heal_interrupted_swaps(
     }
 }
 
-/// Carries out one service's action; returns the swap when a container was created.
+/// A service's action that failed part way: the error, and the swap a restore must undo
+/// (`None` when nothing was changed).
+struct Partial {
+    error: EngineError,
+    undo: Option<Swap>,
+}
+
+impl From<EngineError> for Partial {
+    fn from(error: EngineError) -> Self {
+        Partial { error, undo: None }
+    }
+}
+
+/// Carries out one service's action; returns the swap when a container was created. On
+/// failure, what was changed so far comes back as a swap to undo, so a restore puts the
+/// previous container back whatever step failed (stop, rename, create, connect, start).
 async fn apply(
     engine: &DockerEngine,
     service: &ServiceSpec,
     plan: &Plan,
     options: &ConvergeOptions<'_>,
-) -> Result<Option<Swap>, EngineError> {
+) -> Result<Option<Swap>, Partial> {
     let action = plan
         .actions
         .get(&service.service)
@@ -308,19 +329,33 @@ async fn apply(
         .find(|p| p.service == service.service)
         .map(|p| p.id.clone());
     let previous_name = format!("{}{PREVIOUS_SUFFIX}", service.container_name);
+    let swap = |previous, new, rejoin| Swap {
+        service: service.service.clone(),
+        container_name: service.container_name.clone(),
+        previous,
+        new,
+        rejoin,
+    };
     match action {
         ServiceAction::Keep { .. } => Ok(None),
-        ServiceAction::Start { id } => engine.start(&id).await.map(|()| None),
+        ServiceAction::Start { id } => Ok(engine.start(&id).await.map(|()| None)?),
         ServiceAction::Create => {
-            let new = create(engine, service, options, Announce::Now).await?;
-            engine.start(&new).await?;
-            Ok(Some(Swap {
-                service: service.service.clone(),
-                container_name: service.container_name.clone(),
-                previous: kept_previous,
-                new,
-                rejoin: Vec::new(),
-            }))
+            let new = create(engine, service, options, Announce::Now).await;
+            let started = match new {
+                Ok(new) => engine.start(&new).await.map(|()| new),
+                Err(error) => Err(error),
+            };
+            started
+                .map(|new| Some(swap(kept_previous.clone(), Some(new), Vec::new())))
+                .map_err(|error| Partial {
+                    error,
+                    // Whatever the engine made under the service's name goes, by name.
+                    undo: Some(swap(
+                        kept_previous,
+                        Some(service.container_name.clone()),
+                        Vec::new(),
+                    )),
+                })
         }
         ServiceAction::Recreate { old, .. } => {
             // An older previous container is the last known-good one: keep it, and drop
@@ -334,20 +369,35 @@ async fn apply(
             };
             let start_first =
                 options.order == UpdateOrder::StartFirst && service.start_first_blocker().is_none();
-            let (new, rejoin) = if start_first {
-                replace.start_first(engine, options).await?
+            let mut progress = Progress::default();
+            let replaced = if start_first {
+                replace.start_first(engine, options, &mut progress).await
             } else {
-                (replace.stop_first(engine, options).await?, Vec::new())
+                replace.stop_first(engine, options, &mut progress).await
             };
-            Ok(Some(Swap {
-                service: service.service.clone(),
-                container_name: service.container_name.clone(),
-                previous: Some(previous),
-                new,
-                rejoin,
-            }))
+            let swap = swap(Some(previous), progress.new, progress.left);
+            match replaced {
+                Ok(()) => Ok(Some(swap)),
+                // Nothing changed yet: the old container still serves under its name.
+                Err(error) if !progress.touched => Err(error.into()),
+                Err(error) => Err(Partial {
+                    error,
+                    undo: Some(swap),
+                }),
+            }
         }
     }
+}
+
+/// How far a replacement got, so a failure can be undone from any step.
+#[derive(Default)]
+struct Progress {
+    /// The old container was stopped, renamed or removed.
+    touched: bool,
+    /// The new container, once created.
+    new: Option<String>,
+    /// The networks start-first took the old container off.
+    left: Vec<(String, EndpointSettings)>,
 }
 
 /// One container replaced by a new one for `service`.
@@ -370,28 +420,38 @@ impl Replace<'_> {
         }
     }
 
+    /// Stops the old container, sets it aside, creates and starts the new one;
+    /// `progress` says how far it got.
     async fn stop_first(
         &self,
         engine: &DockerEngine,
         options: &ConvergeOptions<'_>,
-    ) -> Result<String, EngineError> {
+        progress: &mut Progress,
+    ) -> Result<(), EngineError> {
+        progress.touched = true;
         engine.stop(self.old, self.service.stop_timeout).await?;
-        failpoint("after-stop-old");
+        failpoint::at("after-stop-old");
         self.set_aside(engine).await?;
-        failpoint("after-rename-old");
+        failpoint::at("after-rename-old");
+        // A create that failed after the engine made the container (a network it could
+        // not join) leaves it under the service's name: the restore removes it by name.
+        progress.new = Some(self.service.container_name.clone());
         let new = create(engine, self.service, options, Announce::Now).await?;
-        failpoint("after-create-new");
+        progress.new = Some(new.clone());
+        failpoint::at("after-create-new");
         engine.start(&new).await?;
-        failpoint("after-start-new");
-        Ok(new)
+        failpoint::at("after-start-new");
+        Ok(())
     }
 
-    /// See the module's doc. Returns the new container and the networks the old one left.
+    /// See the module's doc. `progress` gets the new container and the networks the old
+    /// one left.
     async fn start_first(
         &self,
         engine: &DockerEngine,
         options: &ConvergeOptions<'_>,
-    ) -> Result<(String, Vec<(String, EndpointSettings)>), EngineError> {
+        progress: &mut Progress,
+    ) -> Result<(), EngineError> {
         let service = self.service;
         let new = create(engine, service, options, Announce::WhenReady).await?;
         let ready = async {
@@ -409,25 +469,26 @@ impl Replace<'_> {
             engine.remove(&new).await?;
             return Err(error);
         }
-        failpoint("after-announce-new");
+        failpoint::at("after-announce-new");
         let networks = engine
             .inspect(self.old)
             .await?
             .network_settings
             .and_then(|n| n.networks)
             .unwrap_or_default();
+        progress.new = Some(new.clone());
+        progress.touched = true;
         self.set_aside(engine).await?;
         engine.rename(&new, &service.container_name).await?;
-        failpoint("after-take-over");
-        let mut left = Vec::new();
+        failpoint::at("after-take-over");
         if self.keep_old {
             for (network, endpoint) in networks {
                 engine.disconnect_network(&network, self.old).await?;
-                left.push((network, rejoin_settings(endpoint)));
+                progress.left.push((network, rejoin_settings(endpoint)));
             }
             engine.stop(self.old, service.stop_timeout).await?;
         }
-        Ok((new, left))
+        Ok(())
     }
 }
 
@@ -561,7 +622,7 @@ async fn wait_for_dependents(
             .swaps
             .iter()
             .find(|s| &s.service == service)
-            .map(|s| s.new.clone())
+            .and_then(|s| s.new.clone())
             .or_else(|| match plan.actions.get(service) {
                 Some(ServiceAction::Keep { id } | ServiceAction::Start { id }) => Some(id.clone()),
                 _ => None,
@@ -586,6 +647,7 @@ async fn wait_until(
     let failed = |reason: String| EngineError::Api {
         action: format!("start dependency `{service}`"),
         reason,
+        transient: false,
     };
     loop {
         let state = engine.inspect(&id).await?.state.unwrap_or_default();
@@ -631,17 +693,32 @@ async fn wait_until(
 }
 
 /// Undoes a converge: removes the new containers and gives each previous container its
-/// name back and starts it.
+/// name back and starts it. Every swap is undone even when one fails (the first error
+/// is returned), so one stuck service does not keep the others down.
 pub async fn restore(engine: &DockerEngine, applied: &Applied) -> Result<(), EngineError> {
+    let mut first_error = None;
     for swap in applied.swaps.iter().rev() {
-        engine.remove(&swap.new).await?;
-        if let Some(previous) = &swap.previous {
-            engine.rename(previous, &swap.container_name).await?;
-            rejoin(engine, previous, &swap.rejoin).await?;
-            engine.start(previous).await?;
+        if let Err(e) = undo(engine, swap).await {
+            first_error = first_error.or(Some(e));
         }
     }
-    failpoint("after-restore");
+    failpoint::at("after-restore");
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Puts one service back as it was before its swap.
+async fn undo(engine: &DockerEngine, swap: &Swap) -> Result<(), EngineError> {
+    if let Some(new) = &swap.new {
+        engine.remove(new).await?;
+    }
+    if let Some(previous) = &swap.previous {
+        let name = engine.inspect(previous).await?.name.unwrap_or_default();
+        if name.trim_start_matches('/') != swap.container_name {
+            engine.rename(previous, &swap.container_name).await?;
+        }
+        rejoin(engine, previous, &swap.rejoin).await?;
+        engine.start(previous).await?;
+    }
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions,
     RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
 };
-use futures_util::{Stream, TryStreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt};
 
 use super::spec::{PROJECT_LABEL, ResourceSpec};
 use crate::config::fleet::{PinnedImage, registry_host};
@@ -29,12 +29,90 @@ pub enum EngineError {
     /// Every source of an image failed (the registry and each mirror).
     Pull {
         image: String,
-        attempts: Vec<(String, String)>,
+        attempts: Vec<PullAttempt>,
     },
     /// The local image does not carry the pinned digest.
     DigestMismatch { image: String, found: Vec<String> },
-    /// Any other API call failed.
-    Api { action: String, reason: String },
+    /// Any other API call failed. `transient`: the engine did not answer (connection,
+    /// timeout), so the same call may succeed later; an engine that answered and refused
+    /// (port taken, no such file, invalid body) refuses again.
+    Api {
+        action: String,
+        reason: String,
+        transient: bool,
+    },
+}
+
+/// One source of an image that failed to serve it.
+#[derive(Clone, Debug)]
+pub struct PullAttempt {
+    pub source: String,
+    pub reason: String,
+    /// The registry was unreachable, timed out, or answered 5xx / 429: worth another try.
+    pub transient: bool,
+}
+
+/// What a registry says when the image is not there or not for us: trying again later
+/// gives the same answer. Matched in the engine's message (its status code is often a
+/// generic 500 for a registry's 404 or 401).
+const PERMANENT_PULL_ANSWERS: &[&str] = &[
+    "manifest unknown",
+    "not found",
+    "unauthorized",
+    "denied",
+    "authentication required",
+    "invalid reference",
+    "repository name must",
+    "does not exist",
+];
+
+impl EngineError {
+    /// Whether trying again later may succeed (docs/engine.md, "Failures"): the engine
+    /// or a registry could not be reached, timed out or answered 5xx / 429. Everything
+    /// else (manifest unknown, unauthorized, digest mismatch, a create or start the
+    /// engine refused) fails the same way every time.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Unreachable { .. } => true,
+            EngineError::Pull { attempts, .. } => attempts.iter().any(|a| a.transient),
+            EngineError::DigestMismatch { .. } => false,
+            EngineError::Api { transient, .. } => *transient,
+        }
+    }
+}
+
+/// Whether a failed pull of one source is worth another try (see [`PullAttempt`]).
+fn pull_is_transient(error: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error;
+    let permanent = |message: &str| {
+        let message = message.to_lowercase();
+        PERMANENT_PULL_ANSWERS.iter().any(|p| message.contains(p))
+    };
+    match error {
+        Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => !permanent(message) && (*status_code >= 500 || *status_code == 429),
+        Error::DockerStreamError { error } => !permanent(error),
+        _ => true,
+    }
+}
+
+/// Whether an API call failed without an answer from the engine (see [`EngineError::Api`]).
+fn unanswered(error: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error;
+    match error {
+        Error::DockerResponseServerError { message, .. } => {
+            let message = message.to_lowercase();
+            ["timeout", "deadline exceeded", "connection refused"]
+                .iter()
+                .any(|p| message.contains(p))
+        }
+        Error::JsonDataError { .. }
+        | Error::JsonSerdeError { .. }
+        | Error::DockerStreamError { .. } => false,
+        _ => true,
+    }
 }
 
 impl std::fmt::Display for EngineError {
@@ -46,8 +124,8 @@ impl std::fmt::Display for EngineError {
             ),
             EngineError::Pull { image, attempts } => {
                 write!(f, "cannot pull {image}:")?;
-                for (source, why) in attempts {
-                    write!(f, " [{source}: {why}]")?;
+                for attempt in attempts {
+                    write!(f, " [{}: {}]", attempt.source, attempt.reason)?;
                 }
                 write!(
                     f,
@@ -58,7 +136,7 @@ impl std::fmt::Display for EngineError {
                 f,
                 "pulled {image}, but the local image carries digests {found:?}, not the pinned one; the release is refused"
             ),
-            EngineError::Api { action, reason } => {
+            EngineError::Api { action, reason, .. } => {
                 write!(f, "Docker engine refused to {action}: {reason}")
             }
         }
@@ -71,6 +149,7 @@ fn api(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Engi
     let action = action.into();
     move |e| EngineError::Api {
         action,
+        transient: unanswered(&e),
         reason: e.to_string(),
     }
 }
@@ -144,10 +223,7 @@ impl DockerEngine {
                 filters: Some(filters),
                 ..Default::default()
             }))
-            .map_err(|e| EngineError::Api {
-                action: "stream events".to_string(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| api("stream events")(e))
     }
 
     pub async fn inspect(&self, id: &str) -> Result<ContainerInspectResponse, EngineError> {
@@ -202,11 +278,45 @@ impl DockerEngine {
             .map_err(api(format!("disconnect {id} from network {network}")))
     }
 
+    /// Starts a container; one already running is not an error.
     pub async fn start(&self, id: &str) -> Result<(), EngineError> {
-        self.client
-            .start_container(id, None)
-            .await
-            .map_err(api(format!("start container {id}")))
+        match self.client.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            // 304: already started.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(api(format!("start container {id}"))(e)),
+        }
+    }
+
+    /// The last `lines` lines the container wrote (stdout and stderr), for a failure's
+    /// message; empty when the engine has none to give.
+    pub async fn last_log_lines(&self, id: &str, lines: usize) -> Vec<String> {
+        let options = bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: lines.to_string(),
+            ..Default::default()
+        };
+        let chunks: Vec<_> = self
+            .client
+            .logs(id, Some(options))
+            .take(lines * 4)
+            .collect()
+            .await;
+        let text: String = chunks
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|chunk| String::from_utf8_lossy(&chunk.into_bytes()).into_owned())
+            .collect();
+        let all: Vec<String> = text
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        all[all.len().saturating_sub(lines)..].to_vec()
     }
 
     /// Stops gracefully (the container's stop signal, then SIGKILL after `timeout`).
@@ -271,6 +381,7 @@ impl DockerEngine {
             return Err(EngineError::Api {
                 action: format!("find external network {}", network.name),
                 reason: "it does not exist; create it on the node first".to_string(),
+                transient: false,
             });
         }
         let request = NetworkCreateRequest {
@@ -295,6 +406,7 @@ impl DockerEngine {
             return Err(EngineError::Api {
                 action: format!("find external volume {}", volume.name),
                 reason: "it does not exist; create it on the node first".to_string(),
+                transient: false,
             });
         }
         let request = VolumeCreateRequest {
@@ -379,7 +491,11 @@ impl DockerEngine {
                         found,
                     });
                 }
-                Err(e) => attempts.push((reference, e.to_string())),
+                Err(e) => attempts.push(PullAttempt {
+                    transient: pull_is_transient(&e),
+                    source: reference,
+                    reason: e.to_string(),
+                }),
             }
         }
         Err(EngineError::Pull {

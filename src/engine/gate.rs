@@ -19,6 +19,8 @@ use crate::core::gate::{GateVerdict, HealthCheck, RunState, ServiceHealth, evalu
 
 /// How often probes run and deadlines are checked between events.
 const TICK: Duration = Duration::from_secs(1);
+/// The lines of a dead container's own log quoted in the gate's verdict.
+const LOG_LINES: usize = 5;
 
 pub struct GateSettings<'a> {
     pub probes: &'a BTreeMap<String, Vec<Probe>>,
@@ -78,7 +80,7 @@ pub async fn hold(
             }
             GateVerdict::Passed | GateVerdict::Failed { .. } => return Ok(verdict),
         };
-        super::failpoint("during-monitor");
+        crate::failpoint::at("during-monitor");
         let until_wake = (wake_at - now).to_std().unwrap_or_default().min(TICK);
         let stale = tokio::select! {
             first = events.next(), if !events_ended => {
@@ -142,7 +144,9 @@ async fn observe_service(
 ) -> Result<ServiceHealth, EngineError> {
     let inspect = match engine.inspect(&service.container_name).await {
         Ok(i) => i,
-        Err(EngineError::Api { .. }) => {
+        Err(EngineError::Api {
+            transient: false, ..
+        }) => {
             return Ok(ServiceHealth {
                 service: name.to_string(),
                 run: RunState::Down { exit_code: None },
@@ -160,6 +164,15 @@ async fn observe_service(
         &inspect,
         baseline.get(name).copied().unwrap_or(0),
     );
+    // A container that died or restarted says why in its own output (`exec … failed`,
+    // a stack trace): that, not the exit code, is what an operator needs.
+    if matches!(health.run, RunState::Down { .. }) || health.restarts > 0 {
+        let id = inspect.id.as_deref().unwrap_or(&service.container_name);
+        let lines = engine.last_log_lines(id, LOG_LINES).await;
+        if !lines.is_empty() {
+            health.last_log = Some(lines.join(" | "));
+        }
+    }
     if let Some(list) = probes.get(name).filter(|l| !l.is_empty()) {
         let mut result = Ok(());
         for p in list {

@@ -139,24 +139,50 @@ impl Sources<'_> {
 
 /// Translates the stack; every problem is collected (they are defence in depth:
 /// validation refused them earlier).
+/// A value of the compose file the engine cannot be given, by service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    pub service: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "service `{}`: {}", self.service, self.message)
+    }
+}
+
+/// Every [`SpecError`] joined for a one-line message.
+pub fn joined(errors: &[SpecError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub fn project_spec(
     project: &str,
     stack: &ComposeStack,
     images: &ImageSet,
     sources: &Sources,
-) -> Result<ProjectSpec, Vec<String>> {
+) -> Result<ProjectSpec, Vec<SpecError>> {
     let mut errors = Vec::new();
     let compose = &stack.compose;
     let networks = top_networks(project, &compose.networks);
     let volumes = top_volumes(project, &compose.volumes);
     let mut services = BTreeMap::new();
     for (name, service) in &compose.services.0 {
+        let error = |message: &str| SpecError {
+            service: name.clone(),
+            message: message.to_string(),
+        };
         let Some(service) = service else {
-            errors.push(format!("service `{name}` is empty"));
+            errors.push(error("the service is empty"));
             continue;
         };
         let Some(image) = images.0.get(name) else {
-            errors.push(format!("service `{name}` has no pinned image"));
+            errors.push(error("it has no pinned image"));
             continue;
         };
         let ctx = ServiceCtx {
@@ -171,7 +197,7 @@ pub fn project_spec(
             Ok(spec) => {
                 services.insert(name.clone(), spec);
             }
-            Err(mut e) => errors.append(&mut e),
+            Err(e) => errors.extend(e.iter().map(|e| error(e))),
         }
     }
     let jobs: Vec<String> = services
@@ -326,7 +352,7 @@ pub fn container_name(project: &str, service: &str, explicit: Option<&str>) -> S
 impl ServiceCtx<'_> {
     fn build(&self, s: &dct::Service, image: &PinnedImage) -> Result<ServiceSpec, Vec<String>> {
         let mut errors = Vec::new();
-        let mut err = |e: String| errors.push(format!("service `{}`: {e}", self.name));
+        let mut err = |e: String| errors.push(e);
         if s.privileged
             || s.build_.is_some()
             || !s.profiles.is_empty()

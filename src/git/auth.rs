@@ -4,39 +4,13 @@
 //! URLs are shown with their user-info removed ([`redact_url`]): no log line, error or
 //! status record carries a credential.
 
+use crate::secret::Secret;
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
 
 use super::known_hosts::KnownHosts;
-
-/// A credential that prints as `***`, so a `{:?}` or `{}` never leaks it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that hands it to the transport.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// How the agent authenticates to its fleet repository. Empty for `file://` and `git://`.
 #[derive(Clone, Debug, Default)]

@@ -7,7 +7,7 @@
 mod auth;
 pub mod known_hosts;
 
-pub use auth::{GitAuth, Secret, redact_url};
+pub use auth::{GitAuth, redact_url};
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -450,7 +450,7 @@ impl Mirror {
         self.push(&repo, commit, branch)?;
         // Crash-safety tests stop here (`GITFLEET_TEST_FAILPOINT=pushed-<state>`): the
         // record is on the remote, but neither the mirror nor the caller knows it yet.
-        crate::engine::failpoint(&format!("pushed-{}", record.state));
+        crate::failpoint::at(&format!("pushed-{}", record.state));
         repo.reference(
             &format!("refs/remotes/origin/{branch}"),
             commit,
