@@ -71,6 +71,18 @@ pub struct LocalState {
     /// A transient failure being retried.
     #[serde(default)]
     pub retry: Option<Retry>,
+    /// The health gate in progress: the stack runs `images` of `release`, not yet
+    /// committed. A restarted agent resumes this gate rather than starting a new one.
+    #[serde(default)]
+    pub gate: Option<GateJournal>,
+}
+
+/// A health gate in progress, as journaled.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GateJournal {
+    pub release: String,
+    pub images: crate::config::fleet::ImageSetId,
+    pub run: crate::core::gate::GateRun,
 }
 
 /// A release the node could not apply for a transient reason, and when it tries again.
@@ -118,12 +130,23 @@ impl LocalState {
             .map_err(|e| format!("cannot write node.toml: {e}"))
     }
 
-    /// What the decision core needs of the journal.
-    pub fn facts(&self) -> crate::core::decide::LocalFacts {
+    /// What the decision core needs of the journal; the gate's standing is judged by
+    /// `rollout`'s `health_timeout` and `monitor`.
+    pub fn facts(
+        &self,
+        rollout: &crate::config::fleet::Rollout,
+    ) -> crate::core::decide::LocalFacts {
         crate::core::decide::LocalFacts {
-            running: self.running.clone(),
+            // Under the gate the stack runs the new set, not yet committed.
+            running: match &self.gate {
+                Some(gate) => Some(gate.images.clone()),
+                None => self.running.clone(),
+            },
             known_good: self.known_good.iter().map(|k| k.images.clone()).collect(),
-            gate: None,
+            gate: self
+                .gate
+                .as_ref()
+                .map(|g| g.run.standing(rollout.health_timeout, rollout.monitor)),
             failed_release: self.failed_release.clone(),
             retry: self
                 .retry
@@ -163,6 +186,7 @@ impl LocalState {
         let excess = self.known_good.len().saturating_sub(KNOWN_GOOD_KEPT);
         self.known_good.drain(..excess);
         self.retry = None;
+        self.gate = None;
     }
 
     /// Records a transient failure of `release` at `now`. Returns `false` (and forgets
@@ -174,6 +198,7 @@ impl LocalState {
         now: chrono::DateTime<chrono::Utc>,
         deadline: std::time::Duration,
     ) -> bool {
+        self.gate = None;
         let (since, attempts) = match &self.retry {
             Some(r) if r.release == release => (r.since, r.attempts + 1),
             _ => (now, 1),
@@ -202,6 +227,7 @@ impl LocalState {
     pub fn failed(&mut self, release: &str) {
         self.failed_release = Some(release.to_string());
         self.retry = None;
+        self.gate = None;
     }
 
     /// Pulled references no longer needed: all but those of the running set and of the

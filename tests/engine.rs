@@ -6,14 +6,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use gitfleet::agent::SystemClock;
+use gitfleet::agent::gate::{self, GateSettings};
 use gitfleet::config::RepoFiles;
 use gitfleet::config::compose::{self, ComposeStack};
 use gitfleet::config::diagnostics::{Diagnostics, SourceFile};
 use gitfleet::config::fleet::{ImageSet, PinnedImage, Probe, UpdateOrder};
+use gitfleet::core::gate::GateRun;
 use gitfleet::core::gate::GateVerdict;
+use gitfleet::engine::apply::Failure;
 use gitfleet::engine::converge::{self, Applied, ConvergeOptions};
 use gitfleet::engine::docker::{DockerEngine, EngineError};
-use gitfleet::engine::gate::{self, GateSettings};
 use gitfleet::engine::plan::plan;
 use gitfleet::engine::spec::{ProjectSpec, Sources, project_spec};
 
@@ -106,9 +109,21 @@ impl Project {
             health_timeout: Duration::from_secs(12),
             monitor: Duration::from_secs(2),
         };
-        gate::hold(&self.engine, spec, &settings)
-            .await
-            .expect("gate runs")
+        let mut run = GateRun::new(chrono::Utc::now());
+        match gate::hold(
+            &self.engine,
+            spec,
+            &settings,
+            &SystemClock,
+            &mut run,
+            &mut (),
+        )
+        .await
+        {
+            Ok(()) => GateVerdict::Passed,
+            Err(Failure::Gate { service, reason }) => GateVerdict::Failed { service, reason },
+            Err(Failure::Converge(e)) => panic!("the gate could not observe: {e}"),
+        }
     }
 
     async fn ids(&self) -> BTreeMap<String, String> {

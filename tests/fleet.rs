@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use gitfleet::core::status::{NodeState, StatusRecord};
 
-use common::{AgentProcess, GitDaemon, TempDir, git, test_images};
+use common::{AgentProcess, GitDaemon, TempDir, free_port, git, test_images};
 
 /// One service; `extra` is added to its definition (a healthcheck, say).
 fn compose(extra: &str) -> String {
@@ -624,6 +624,107 @@ fn a_failing_canary_halts_the_release_before_any_wave() {
             "{node} runs v1"
         );
     }
+}
+
+/// A failure other than the gate's, on one node of a batch: two nodes in the first
+/// batch (`max_parallel = 1`), a third in the next. The release publishes a host port
+/// that is each node's own id (the compose file sees `GITFLEET_NODE`), and another
+/// process holds the first node's. That node restores at once and fails naming the
+/// port; its slot is free, so the other node takes the release. Within
+/// `max_failure_ratio` the next batch follows; beyond it the release halts there and
+/// `gitfleet status` shows the cause.
+fn port_taken_on_one_node(label: &str, ratio: &str) -> (Scenario, [String; 3], String) {
+    let images = test_images();
+    let mut s = Scenario::new(label);
+    let nodes = [free_port(), free_port(), free_port()].map(|p| p.to_string());
+    let toml = |web: &str| {
+        format!(
+            "version = 1\n[fleet]\nname = \"e2e\"\ncompose = \"stack/compose.yaml\"\n\
+             [images]\nweb = \"{web}\"\n\
+             [rollout]\nbatches = [\"first\", \"next\"]\nmonitor = \"2s\"\nhealth_timeout = \"30s\"\n\
+             max_parallel = 1\nmax_failure_ratio = {ratio}\n\
+             [batches.first]\nnodes = [\"{}\", \"{}\"]\n[batches.next]\nnodes = [\"{}\"]\n",
+            nodes[0], nodes[1], nodes[2]
+        )
+    };
+    let v1 = s.release(&toml(&images.healthy), &compose(""), "v1");
+    for node in &nodes {
+        s.start(node, "UTC");
+    }
+    let all = nodes.each_ref().map(String::as_str);
+    s.wait_all(&all, NodeState::Healthy, &v1, Duration::from_secs(120));
+
+    let holder = std::net::TcpListener::bind(("127.0.0.1", nodes[0].parse::<u16>().unwrap()))
+        .expect("hold the first node's port");
+    let ports = compose("    ports: [\"127.0.0.1:${GITFLEET_NODE}:8080\"]\n");
+    let bad = s.release(&toml(&images.healthy_v2), &ports, "v2 publishes a port");
+    s.wait_states(
+        &[(&nodes[0], NodeState::Failed)],
+        &bad,
+        Duration::from_secs(120),
+    );
+    let failed = &s.records()[&nodes[0]];
+    assert!(
+        failed.message.contains(&nodes[0])
+            && failed.message.contains("previous containers restored"),
+        "the cause and what was done: {}",
+        failed.message
+    );
+    assert!(
+        s.running_image(&nodes[0])
+            .starts_with(&format!("{} true", images.healthy)),
+        "the failed node runs v1 again: {}",
+        s.running_image(&nodes[0])
+    );
+    drop(holder);
+    (s, nodes, bad)
+}
+
+#[test]
+fn a_port_taken_on_one_node_within_the_failure_ratio_lets_the_fleet_move_on() {
+    let (s, nodes, bad) = port_taken_on_one_node("port-ratio", "0.5");
+    s.wait_all(
+        &[&nodes[1], &nodes[2]],
+        NodeState::Healthy,
+        &bad,
+        Duration::from_secs(120),
+    );
+    println!("{}", s.timeline());
+    assert_eq!(
+        s.records()[&nodes[0]].state,
+        NodeState::Failed,
+        "not retried"
+    );
+}
+
+#[test]
+fn a_port_taken_on_one_node_beyond_the_failure_ratio_halts_with_the_cause_in_status() {
+    let (s, nodes, bad) = port_taken_on_one_node("port-halt", "0.0");
+    s.wait_states(
+        &[(&nodes[2], NodeState::Halted)],
+        &bad,
+        Duration::from_secs(60),
+    );
+    println!("{}", s.timeline());
+    let history = s.history();
+    assert!(
+        first(&history, |st| st.node == nodes[2]
+            && st.release == bad
+            && st.state.holds_slot())
+        .is_none(),
+        "the next batch never starts a halted release\n{}",
+        s.timeline()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args(["status", "--repo", &s.daemon.url("fleet.git")])
+        .output()
+        .unwrap();
+    let text = common::output_text(&out);
+    assert!(text.contains("halted"), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", nodes[0])),
+        "status names the cause: {text}"
+    );
 }
 
 #[test]

@@ -23,13 +23,15 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use futures_util::future::join_all;
 
+use gitfleet::agent::SystemClock;
+use gitfleet::agent::gate::apply;
+use gitfleet::agent::gate::{self, GateSettings};
 use gitfleet::config::fleet::NodeId;
 use gitfleet::config::{DirFiles, FleetRepo, Interpolation, load_repo};
-use gitfleet::core::gate::GateVerdict;
-use gitfleet::engine::apply::{Outcome, Release, apply};
+use gitfleet::core::gate::GateRun;
+use gitfleet::engine::apply::{Outcome, Release};
 use gitfleet::engine::converge::{self, ConvergeOptions};
 use gitfleet::engine::docker::DockerEngine;
-use gitfleet::engine::gate::{self, GateSettings};
 use gitfleet::engine::plan::plan;
 use gitfleet::engine::spec::{PROJECT_LABEL, ProjectSpec, Sources, project_spec};
 
@@ -156,7 +158,9 @@ impl Gitfleet {
         let start = Instant::now();
         let (repo, spec) = self.fleet.load()?;
         let release = Release::of(&spec, &repo);
-        let outcome = apply(&self.engine, &release).await.map_err(err("apply"))?;
+        let outcome = apply(&self.engine, &release, &SystemClock, None, &mut ())
+            .await
+            .map_err(err("apply"))?;
         let took = start.elapsed();
         if !matches!(outcome, Outcome::Healthy { changed: false }) {
             return Err(format!("no-op apply changed something: {outcome:?}"));
@@ -652,12 +656,13 @@ pub async fn gate(options: &Options, env: &Env) -> Res<()> {
                             health_timeout: Duration::from_secs(60),
                             monitor: Duration::ZERO,
                         };
-                        let verdict = gate::hold(engine, &spec, &settings)
-                            .await
-                            .map_err(err("gate"))?;
+                        let mut run = GateRun::new(chrono::Utc::now());
+                        let verdict =
+                            gate::hold(engine, &spec, &settings, &SystemClock, &mut run, &mut ())
+                                .await;
                         let passed_at = SystemTime::now();
-                        if verdict != GateVerdict::Passed {
-                            return Err(format!("gate: {verdict:?}"));
+                        if let Err(failure) = verdict {
+                            return Err(format!("gate: {failure}"));
                         }
                         Ok((start.elapsed(), passed_at))
                     })

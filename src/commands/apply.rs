@@ -3,8 +3,10 @@
 //! the gate fails. No Git, no batches, no windows: the agent adds those.
 
 use super::{exit, load_node_stack, runtime};
+use crate::agent::SystemClock;
+use crate::agent::gate::apply;
 use crate::cli::NodeStackArgs;
-use crate::engine::apply::{Outcome, Release, apply};
+use crate::engine::apply::{Outcome, Release};
 use crate::engine::docker::DockerEngine;
 use crate::state::materialize;
 
@@ -28,7 +30,7 @@ fn run_apply(args: &NodeStackArgs) -> Result<u8, u8> {
     let release = Release::of(&stack.spec, &stack.repo);
     let outcome = runtime()?.block_on(async {
         let engine = DockerEngine::connect().await?;
-        apply(&engine, &release).await
+        apply(&engine, &release, &SystemClock, None, &mut ()).await
     });
     let project = &stack.spec.project;
     let images = stack.repo.images.id();

@@ -101,7 +101,7 @@ fn print_node_plan(
     let fleet = &repo.fleet;
     let plan = plan_node(fleet, node, tz, now, 3);
     let images = repo.images.id();
-    let facts = local.facts();
+    let facts = local.facts(&fleet.rollout);
     let decision = decide(&Inputs {
         desired: Desired::Admitted {
             release: Tip {

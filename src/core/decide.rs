@@ -408,11 +408,8 @@ fn decide_ignoring_retry(inputs: &Inputs) -> Decision {
                     reason: reason.clone(),
                 },
             },
-            Some(GateVerdict::Pending { deadline }) => Verdict::Monitor {
-                deadline: Some(*deadline),
-            },
-            Some(GateVerdict::Holding { until }) => Verdict::Monitor {
-                deadline: Some(*until),
+            Some(pending_or_holding) => Verdict::Monitor {
+                deadline: pending_or_holding.decides_by(),
             },
             None => Verdict::Monitor { deadline: None },
         }

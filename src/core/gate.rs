@@ -66,11 +66,79 @@ pub enum GateVerdict {
     },
 }
 
+impl GateVerdict {
+    /// When the gate decides next, unless something changes first: the deadline of a
+    /// pending gate, the end of a holding one's monitor.
+    pub fn decides_by(&self) -> Option<DateTime<Utc>> {
+        match self {
+            GateVerdict::Pending { deadline } => Some(*deadline),
+            GateVerdict::Holding { until } => Some(*until),
+            GateVerdict::Passed | GateVerdict::Failed { .. } => None,
+        }
+    }
+}
+
 fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     TimeDelta::from_std(d)
         .ok()
         .and_then(|d| t.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A gate in progress: what [`evaluate`] needs besides the observation, kept by the
+/// loop that drives the gate (and journaled by the agent, so a restarted agent resumes
+/// the gate with its original deadline instead of starting a new one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GateRun {
+    /// When the converge finished: `health_timeout` counts from here.
+    pub converged_at: DateTime<Utc>,
+    /// When every service was first seen healthy together: `monitor` counts from here.
+    #[serde(default)]
+    pub healthy_since: Option<DateTime<Utc>>,
+}
+
+impl GateRun {
+    pub fn new(converged_at: DateTime<Utc>) -> Self {
+        GateRun {
+            converged_at,
+            healthy_since: None,
+        }
+    }
+
+    /// Judges `services` at `now` and remembers when the stack first became healthy.
+    pub fn step(
+        &mut self,
+        services: &[ServiceHealth],
+        now: DateTime<Utc>,
+        health_timeout: Duration,
+        monitor: Duration,
+    ) -> GateVerdict {
+        let verdict = evaluate(
+            services,
+            self.converged_at,
+            self.healthy_since,
+            now,
+            health_timeout,
+            monitor,
+        );
+        if matches!(verdict, GateVerdict::Holding { .. }) {
+            self.healthy_since.get_or_insert(now);
+        }
+        verdict
+    }
+
+    /// Where the gate stood at its last step, before anything is observed again: what
+    /// the decision core is told while the gate runs.
+    pub fn standing(&self, health_timeout: Duration, monitor: Duration) -> GateVerdict {
+        match self.healthy_since {
+            Some(since) => GateVerdict::Holding {
+                until: add(since, monitor),
+            },
+            None => GateVerdict::Pending {
+                deadline: add(self.converged_at, health_timeout),
+            },
+        }
+    }
 }
 
 /// Judges the gate at `now`. `healthy_since` is when every service was last seen
@@ -281,6 +349,38 @@ mod tests {
         let stack = [job, svc("api", HealthCheck::Healthy)];
         assert_eq!(
             evaluate(&stack, t(0), Some(t(1)), t(61), TIMEOUT, MONITOR),
+            GateVerdict::Passed
+        );
+    }
+
+    #[test]
+    fn a_run_remembers_when_the_stack_became_healthy() {
+        let mut run = GateRun::new(t(0));
+        let starting = [svc("api", HealthCheck::Starting)];
+        let healthy = [svc("api", HealthCheck::Healthy)];
+        assert_eq!(
+            run.step(&starting, t(5), TIMEOUT, MONITOR),
+            GateVerdict::Pending { deadline: t(300) }
+        );
+        assert_eq!(
+            run.standing(TIMEOUT, MONITOR),
+            GateVerdict::Pending { deadline: t(300) }
+        );
+        assert_eq!(
+            run.step(&healthy, t(10), TIMEOUT, MONITOR),
+            GateVerdict::Holding { until: t(70) }
+        );
+        assert_eq!(run.healthy_since, Some(t(10)));
+        assert_eq!(
+            run.standing(TIMEOUT, MONITOR),
+            GateVerdict::Holding { until: t(70) }
+        );
+        assert_eq!(
+            run.step(&healthy, t(40), TIMEOUT, MONITOR),
+            GateVerdict::Holding { until: t(70) }
+        );
+        assert_eq!(
+            run.step(&healthy, t(70), TIMEOUT, MONITOR),
             GateVerdict::Passed
         );
     }

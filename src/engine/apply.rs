@@ -1,19 +1,19 @@
-//! One release applied to this engine, start to finish: pull and verify every image,
-//! converge, hold the gate, then commit (remove what was replaced) or restore (put the
-//! previous containers back). The agent and `gitfleet apply` both act through this.
+//! One release applied to this engine, in the steps the agent drives: pull and verify
+//! every image and converge ([`converge`]); the agent holds the gate
+//! (`engine::gate::GateWatch` observes); then commit (remove what was replaced) or
+//! restore (put the previous containers back) ([`finish`]).
 //!
 //! Crash safety needs no separate journal: a replaced container is renamed, not removed,
-//! until the gate passes. Started again after a crash at any step, `apply` converges
-//! (idempotently), finds the previous containers, and gates, commits or restores them.
+//! until the gate passes. Started again after a crash at any step, `converge` runs
+//! again (idempotently) and finds the previous containers, which the gate's verdict
+//! then commits or restores.
 
 use std::collections::BTreeMap;
 
-use super::converge::{self, ConvergeOptions};
+use super::converge::{self, Applied, ConvergeOptions};
 use super::docker::{DockerEngine, EngineError};
-use super::gate::{self, GateSettings};
 use super::spec::ProjectSpec;
 use crate::config::fleet::{ImageSet, Probe, Rollout};
-use crate::core::gate::GateVerdict;
 use crate::failpoint;
 
 /// Everything one release needs from the fleet repository.
@@ -70,10 +70,24 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Applies the release. `Err` when nothing was changed (an image could not be pulled,
-/// the engine could not be reached before acting) or when undoing a failure failed too
-/// (then the error says both).
-pub async fn apply(engine: &DockerEngine, release: &Release<'_>) -> Result<Outcome, EngineError> {
+/// How a converge ended.
+#[derive(Debug)]
+pub enum Converged {
+    /// The stack already ran the release and nothing was left over: no gate to hold.
+    Unchanged,
+    /// The stack was changed: hold it to the gate, then [`finish`] it.
+    Changed(Applied),
+    /// A step failed after the stack was touched; the previous containers run again.
+    Restored(Failure),
+}
+
+/// Pulls every image, then converges the stack. `Err` when nothing was changed (an
+/// image could not be pulled, the engine could not be reached before acting) or when
+/// undoing a failed step failed too (then the error says both).
+pub async fn converge(
+    engine: &DockerEngine,
+    release: &Release<'_>,
+) -> Result<Converged, EngineError> {
     let local = converge::pull_all(engine, release.images, release.registries).await?;
     failpoint::at("after-pull");
     let options = ConvergeOptions {
@@ -81,40 +95,46 @@ pub async fn apply(engine: &DockerEngine, release: &Release<'_>) -> Result<Outco
         dependency_timeout: release.rollout.health_timeout,
         local_images: &local,
     };
-    let applied = match converge::converge(engine, release.spec, &options).await {
-        Ok(applied) => applied,
+    match converge::converge(engine, release.spec, &options).await {
+        Ok(applied) if applied.swaps.is_empty() && applied.leftovers.is_empty() => {
+            Ok(Converged::Unchanged)
+        }
+        Ok(applied) => Ok(Converged::Changed(applied)),
         Err(failure) => {
-            return restored(engine, &failure.applied, Failure::Converge(failure.error)).await;
+            let cause = Failure::Converge(failure.error);
+            Ok(Converged::Restored(
+                restore(engine, &failure.applied, cause).await?,
+            ))
         }
-    };
-    if applied.swaps.is_empty() && applied.leftovers.is_empty() {
-        return Ok(Outcome::Healthy { changed: false });
     }
-    let settings = GateSettings {
-        probes: release.probes,
-        health_timeout: release.rollout.health_timeout,
-        monitor: release.rollout.monitor,
-    };
-    match gate::hold(engine, release.spec, &settings).await {
-        Ok(GateVerdict::Failed { service, reason }) => {
-            restored(engine, &applied, Failure::Gate { service, reason }).await
-        }
-        Ok(_) => {
-            converge::commit(engine, &applied).await?;
+}
+
+/// Ends a changed converge by the gate's verdict: `Ok` commits it (removes what was
+/// replaced), a failure restores the previous containers.
+pub async fn finish(
+    engine: &DockerEngine,
+    applied: &Applied,
+    gate: Result<(), Failure>,
+) -> Result<Outcome, EngineError> {
+    match gate {
+        Ok(()) => {
+            converge::commit(engine, applied).await?;
             Ok(Outcome::Healthy { changed: true })
         }
-        Err(error) => restored(engine, &applied, Failure::Converge(error)).await,
+        Err(failure) => Ok(Outcome::Restored {
+            failure: restore(engine, applied, failure).await?,
+        }),
     }
 }
 
 /// Undoes `applied` after `failure`: the previous containers run again.
-async fn restored(
+async fn restore(
     engine: &DockerEngine,
-    applied: &converge::Applied,
+    applied: &Applied,
     failure: Failure,
-) -> Result<Outcome, EngineError> {
+) -> Result<Failure, EngineError> {
     match converge::restore(engine, applied).await {
-        Ok(()) => Ok(Outcome::Restored { failure }),
+        Ok(()) => Ok(failure),
         Err(restore) => Err(EngineError::Api {
             action: "restore the previous containers".to_string(),
             reason: format!("{restore} (after: {failure})"),

@@ -1,89 +1,97 @@
-//! Holds a converged stack to the health gate (SPEC §3 rule 5), driven by the engine's
-//! event stream: every `health_status`, `die`, `start` or `restart` event of the project
-//! re-evaluates at once; a one-second tick runs the `[health.*]` probes and notices the
-//! deadlines. The verdict itself is the pure `core::gate::evaluate`.
+//! Observes a converged stack for the health gate (SPEC §3 rule 5), driven by the
+//! engine's event stream: every `health_status`, `die`, `start` or `restart` event of
+//! the project is a new look at once; a one-second tick runs the `[health.*]` probes.
+//! The verdict is the pure `core::gate`; the agent drives the gate (`agent::gate`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
-use chrono::{DateTime, Utc};
+use std::pin::Pin;
+
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, EventMessage, HealthStatusEnum,
+};
 use futures_util::future::join_all;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 
 use super::docker::{DockerEngine, EngineError};
 use super::probe;
 use super::spec::{ProjectSpec, ServiceSpec};
 use crate::config::fleet::Probe;
-use crate::core::gate::{GateVerdict, HealthCheck, RunState, ServiceHealth, evaluate};
+use crate::core::gate::{HealthCheck, RunState, ServiceHealth};
 
-/// How often probes run and deadlines are checked between events.
+/// How often every service is looked at again (probes run) when no event comes.
 const TICK: Duration = Duration::from_secs(1);
 /// The lines of a dead container's own log quoted in the gate's verdict.
 const LOG_LINES: usize = 5;
 
-pub struct GateSettings<'a> {
-    pub probes: &'a BTreeMap<String, Vec<Probe>>,
-    pub health_timeout: Duration,
-    pub monitor: Duration,
-}
+/// The event stream of the project's containers, boxed so a watch can hold it.
+type Events = Pin<Box<dyn Stream<Item = Result<EventMessage, EngineError>> + Send>>;
 
-/// Judges the running stack until the gate passes or fails.
+/// Observes a converged stack for the health gate. It only observes: the loop that
+/// drives the gate judges each observation (`core::gate`) with its own clock.
 ///
-/// Every service is observed at the start and on every tick (probes, deadlines); an
-/// event re-observes only the services whose containers it names, so the last
+/// Every service is observed on the first look and on every tick (probes); after that
+/// an event re-observes only the services whose containers it names, so the last
 /// container of 20 turning healthy is known after one inspect, not after a pass over
 /// the whole stack queued behind the previous one.
-pub async fn hold(
-    engine: &DockerEngine,
-    spec: &ProjectSpec,
-    settings: &GateSettings<'_>,
-) -> Result<GateVerdict, EngineError> {
-    let mut events = Box::pin(engine.project_events(&spec.project));
-    let mut events_ended = false;
-    let converged_at = Utc::now();
-    let baseline = restart_counts(engine, spec).await;
-    let services: Vec<(&String, &ServiceSpec)> = spec.services.iter().collect();
-    let everything: Vec<usize> = (0..services.len()).collect();
-    let baseline = &baseline;
-    let services = &services;
-    let observe = |which: Vec<usize>| {
-        join_all(which.into_iter().map(move |i| {
-            let (name, service) = services[i];
-            async move {
-                let health = observe_service(engine, name, service, settings.probes, baseline);
-                (i, health.await)
-            }
-        }))
-    };
-    let mut observed = observe(everything.clone())
-        .await
-        .into_iter()
-        .map(|(_, health)| health)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut healthy_since: Option<DateTime<Utc>> = None;
-    loop {
-        let now = Utc::now();
-        let verdict = evaluate(
-            &observed,
-            converged_at,
-            healthy_since,
-            now,
-            settings.health_timeout,
-            settings.monitor,
-        );
-        let wake_at = match verdict {
-            GateVerdict::Pending { deadline } => deadline,
-            GateVerdict::Holding { until } => {
-                healthy_since.get_or_insert(now);
-                until
-            }
-            GateVerdict::Passed | GateVerdict::Failed { .. } => return Ok(verdict),
-        };
-        crate::failpoint::at("during-monitor");
-        let until_wake = (wake_at - now).to_std().unwrap_or_default().min(TICK);
+pub struct GateWatch<'a> {
+    stack: Observer<'a>,
+    events: Events,
+    events_ended: bool,
+    /// The last observation, one entry per service; empty before the first look.
+    observed: Vec<ServiceHealth>,
+}
+
+/// What a look at the stack needs.
+struct Observer<'a> {
+    engine: &'a DockerEngine,
+    services: Vec<(&'a String, &'a ServiceSpec)>,
+    probes: &'a BTreeMap<String, Vec<Probe>>,
+    /// Each container's restart count when the watch began, so restarts during the
+    /// gate show.
+    baseline: BTreeMap<String, i64>,
+}
+
+impl<'a> GateWatch<'a> {
+    /// Starts watching `spec`'s containers: subscribes to their events first, so none
+    /// that happens while the baseline is taken is missed.
+    pub async fn open(
+        engine: &'a DockerEngine,
+        spec: &'a ProjectSpec,
+        probes: &'a BTreeMap<String, Vec<Probe>>,
+    ) -> Self {
+        let events: Events = Box::pin(engine.project_events(&spec.project));
+        GateWatch {
+            stack: Observer {
+                engine,
+                services: spec.services.iter().collect(),
+                probes,
+                baseline: restart_counts(engine, spec).await,
+            },
+            events,
+            events_ended: false,
+            observed: Vec::new(),
+        }
+    }
+
+    /// Every service's health: at once on the first call; afterwards after the next
+    /// events of the project, or after `wait` (at most a tick) with every service
+    /// looked at again.
+    pub async fn next(&mut self, wait: Duration) -> Result<Vec<ServiceHealth>, EngineError> {
+        let everything: Vec<usize> = (0..self.stack.services.len()).collect();
+        if self.observed.is_empty() {
+            self.observed = self
+                .stack
+                .observe(everything)
+                .await
+                .into_iter()
+                .map(|(_, health)| health)
+                .collect::<Result<_, _>>()?;
+            return Ok(self.observed.clone());
+        }
         let stale = tokio::select! {
-            first = events.next(), if !events_ended => {
+            first = self.events.next(), if !self.events_ended => {
                 // A burst of events (20 containers turning healthy) is one look, not 20.
                 let mut named = Vec::new();
                 let mut next = Some(first);
@@ -94,19 +102,32 @@ pub async fn hold(
                         ),
                         // The stream broke: the tick alone drives the gate from now on.
                         Some(Err(_)) | None => {
-                            events_ended = true;
+                            self.events_ended = true;
                             named.push(None);
                         }
                     }
-                    next = events.next().now_or_never();
+                    next = self.events.next().now_or_never();
                 }
-                affected(services, &named)
+                affected(&self.stack.services, &named)
             }
-            () = tokio::time::sleep(until_wake) => everything.clone(),
+            () = tokio::time::sleep(wait.min(TICK)) => everything,
         };
-        for (i, health) in observe(stale).await {
-            observed[i] = health?;
+        for (i, health) in self.stack.observe(stale).await {
+            self.observed[i] = health?;
         }
+        Ok(self.observed.clone())
+    }
+}
+
+impl Observer<'_> {
+    /// Observes the services at `which` (indexes into `services`), all at once.
+    async fn observe(&self, which: Vec<usize>) -> Vec<(usize, Result<ServiceHealth, EngineError>)> {
+        join_all(which.into_iter().map(|i| {
+            let (name, service) = self.services[i];
+            let health = observe_service(self.engine, name, service, self.probes, &self.baseline);
+            async move { (i, health.await) }
+        }))
+        .await
     }
 }
 

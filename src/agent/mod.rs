@@ -1,6 +1,8 @@
 //! The reconcile loop: observe → decide → act → report → sleep. This is the one place
 //! where the Git and Docker adapters meet the pure decision core.
 
+pub mod gate;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use crate::config::fleet::{DEFAULT_STATUS_BRANCH, ImageSetId, NodeId};
 use crate::config::{FleetRepo, Interpolation, load_repo};
 use crate::core::batch::Tip;
 use crate::core::decide::{Decision, Desired, Inputs, RestoreReason, Verdict, decide};
+use crate::core::gate::GateRun;
 use crate::core::plan::node_timezone;
 use crate::core::status::{NodeState, StatusRecord};
 use crate::core::window::{WindowState, state_at as window_state};
@@ -26,9 +29,10 @@ use crate::engine::spec::ProjectSpec;
 use crate::engine::spec::{Sources, joined, project_spec};
 use crate::git::{ControlPlane, GitAuth, GitError, Mirror, redact_url};
 use crate::metrics::metrics;
-use crate::state::{LocalState, Outbox, materialize, project_dir};
+use crate::state::{GateJournal, LocalState, Outbox, materialize, project_dir};
 use crate::trust;
 use futures_util::StreamExt;
+use gate::GateLog;
 
 /// Push attempts before a record goes to the outbox.
 const PUSH_ATTEMPTS: u32 = 30;
@@ -105,33 +109,20 @@ async fn blocking<T: Send + 'static>(
 
 /// Why a reconcile stopped before it could report. The driver ([`Agent::run`]) logs it
 /// and tries again after a backoff ([`retry_after`]); none of these changes what runs.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     /// The Git remote: fetch, read or push failed.
+    #[error("git: {0}")]
     Git(String),
     /// The state directory could not be read or written.
+    #[error("state directory: {0}")]
     State(String),
     /// The engine failed outside a release's converge (observing, a rollback).
-    Engine(EngineError),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
     /// Acting failed in a way the node cannot report as a state (a drift repair).
+    #[error("{0}")]
     Act(String),
-}
-
-impl std::fmt::Display for ReconcileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ReconcileError::Git(e) => write!(f, "git: {e}"),
-            ReconcileError::State(e) => write!(f, "state directory: {e}"),
-            ReconcileError::Engine(e) => write!(f, "{e}"),
-            ReconcileError::Act(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl From<EngineError> for ReconcileError {
-    fn from(e: EngineError) -> Self {
-        ReconcileError::Engine(e)
-    }
 }
 
 impl From<ApplyError> for ReconcileError {
@@ -152,22 +143,15 @@ pub fn retry_after(failures: u32, interval: Duration) -> Duration {
 }
 
 /// Why applying a release failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum ApplyError {
     /// Preparing it on the node (reading the release, writing its files) failed:
     /// nothing was touched, and it may work next time.
+    #[error("{0}")]
     Prepare(String),
     /// The engine: see [`EngineError::is_transient`].
+    #[error("{0}")]
     Engine(EngineError),
-}
-
-impl std::fmt::Display for ApplyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ApplyError::Prepare(e) => write!(f, "{e}"),
-            ApplyError::Engine(e) => write!(f, "{e}"),
-        }
-    }
 }
 
 /// What one reconcile observed.
@@ -217,13 +201,21 @@ impl Observation {
         }
     }
 
-    /// This node's record in `state`; `since` carries over while state and release stay.
-    fn record(&self, node: &NodeId, state: NodeState, message: String) -> StatusRecord {
+    /// This node's record in `state`, written at `now` (a report made after acting is
+    /// stamped when it is made, so records of one reconcile keep their order); `since`
+    /// carries over while state and release stay.
+    fn record(
+        &self,
+        node: &NodeId,
+        state: NodeState,
+        message: String,
+        now: DateTime<Utc>,
+    ) -> StatusRecord {
         let since = self
             .own
             .as_ref()
             .filter(|o| o.state == state && o.release == self.tip)
-            .map_or(self.now, |o| o.since);
+            .map_or(now, |o| o.since);
         StatusRecord {
             node: node.clone(),
             batch: self.batch(node),
@@ -233,7 +225,7 @@ impl Observation {
             since,
             message: crate::core::status::clip_message(message),
             agent: env!("CARGO_PKG_VERSION").to_string(),
-            updated: self.now,
+            updated: now,
         }
     }
 }
@@ -333,6 +325,51 @@ fn judge(
         NodeState::Failed,
         format!("release failed: {cause}{gave_up}"),
     )
+}
+
+/// The gate of a converge, journaled in `node.toml` and reported as `monitoring`.
+struct Journal<'a, G, E, C> {
+    agent: &'a Agent<G, E, C>,
+    seen: &'a mut Observation,
+    rollout: &'a crate::config::fleet::Rollout,
+}
+
+impl<G: ControlPlane, E: Stack, C: Clock> Journal<'_, G, E, C> {
+    fn save(&mut self, run: &GateRun) {
+        self.seen.local.gate = Some(GateJournal {
+            release: self.seen.tip.clone(),
+            images: self.seen.images(),
+            run: *run,
+        });
+        if let Err(e) = self.seen.local.save(&self.agent.settings.state_dir) {
+            tracing::warn!(error = %e, "the gate is not journaled");
+        }
+    }
+}
+
+impl<G: ControlPlane, E: Stack, C: Clock> GateLog for Journal<'_, G, E, C> {
+    async fn started(&mut self, run: &GateRun) {
+        self.save(run);
+        let settings = &self.agent.settings;
+        let standing = run.standing(self.rollout.health_timeout, self.rollout.monitor);
+        let verdict = Verdict::Monitor {
+            deadline: standing.decides_by(),
+        };
+        let timezone = self.seen.timezone(settings.timezone, &settings.node);
+        let record = self.seen.record(
+            &settings.node,
+            verdict.state(),
+            verdict.message(timezone),
+            self.agent.clock.now(),
+        );
+        if let Err(e) = self.agent.report(&self.seen.status_branch, record).await {
+            tracing::warn!(error = %e, "`monitoring` not reported");
+        }
+    }
+
+    fn progressed(&mut self, run: &GateRun) {
+        self.save(run);
+    }
 }
 
 impl Agent {
@@ -439,7 +476,10 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
 
     /// The pure decision over what was observed (crate::core::decide).
     fn decide(&self, seen: &Observation) -> Decision {
-        let facts = seen.local.facts();
+        let facts = match &seen.admitted {
+            Ok(repo) => seen.local.facts(&repo.fleet.rollout),
+            Err(_) => seen.local.facts(&Default::default()),
+        };
         let images = seen.images();
         let decision = decide(&Inputs {
             desired: match &seen.admitted {
@@ -503,9 +543,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
             Verdict::InSync => self.repair_drift(seen, &repo, decided).await,
             verdict if verdict.prepull() => {
                 seen.local.pulling(&references(&repo));
-                seen.local
-                    .save(&self.settings.state_dir)
-                    .map_err(ReconcileError::State)?;
+                self.save(&seen.local)?;
                 let mut acted = decided;
                 if let Err(e) = self.engine.pull(&repo.images, &repo.fleet.registries).await {
                     acted.message = format!("{}; pre-pull failed: {e}", acted.message);
@@ -516,8 +554,8 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         }
     }
 
-    /// Claims the slot (when the batch has `max_parallel`), then applies the release and
-    /// judges how it ended (rule 6).
+    /// Claims the slot (when the batch has `max_parallel`), then applies the release,
+    /// journaling and reporting its gate, and judges how it ended (rule 6).
     async fn converge(
         &self,
         seen: &mut Observation,
@@ -525,35 +563,28 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         verdict: &Verdict,
         decided: Acted,
     ) -> Result<Acted, ReconcileError> {
-        let claim = seen.record(
-            &self.settings.node,
-            NodeState::Converging,
-            decided.message.clone(),
-        );
-        self.report(&seen.status_branch, claim.clone()).await?;
-        if let (
-            Verdict::Converge {
-                claim_slot: true, ..
-            },
-            Some(max),
-        ) = (verdict, repo.fleet.rollout.max_parallel)
-            && !self
-                .holds_slot(&seen.status_branch, &claim, repo, max)
-                .await?
+        // A gate an earlier agent began on this release resumes: its slot is held.
+        let resume = seen
+            .local
+            .gate
+            .as_ref()
+            .filter(|g| g.release == seen.tip)
+            .map(|g| g.run);
+        if resume.is_none()
+            && let Some(waiting) = self.claim(seen, repo, verdict, &decided).await?
         {
-            return Ok(Acted {
-                state: NodeState::WaitingBatch,
-                message: "slot taken by an earlier claim; waiting".into(),
-                recheck_at: None,
-                force_report: false,
-            });
+            return Ok(waiting);
         }
         let references = references(repo);
         seen.local.pulling(&references);
-        seen.local
-            .save(&self.settings.state_dir)
-            .map_err(ReconcileError::State)?;
-        let result = self.apply_release(repo, &seen.tip).await;
+        self.save(&seen.local)?;
+        let tip = seen.tip.clone();
+        let mut journal = Journal {
+            agent: self,
+            seen: &mut *seen,
+            rollout: &repo.fleet.rollout,
+        };
+        let result = self.apply_release(repo, &tip, resume, &mut journal).await;
         let timezone = seen.timezone(self.settings.timezone, &self.settings.node);
         let images = seen.images();
         let acted = judge(
@@ -569,10 +600,51 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         if acted.state == NodeState::Healthy {
             self.prune(&mut seen.local).await;
         }
-        seen.local
-            .save(&self.settings.state_dir)
-            .map_err(ReconcileError::State)?;
+        self.save(&seen.local)?;
         Ok(acted)
+    }
+
+    /// Writes the node's journal.
+    fn save(&self, local: &LocalState) -> Result<(), ReconcileError> {
+        local
+            .save(&self.settings.state_dir)
+            .map_err(ReconcileError::State)
+    }
+
+    /// Reports `converging` (rule 2's claim); with `max_parallel`, checks that the claim
+    /// holds a slot. `Some` (waiting) when an earlier claim took the last one.
+    async fn claim(
+        &self,
+        seen: &Observation,
+        repo: &FleetRepo,
+        verdict: &Verdict,
+        decided: &Acted,
+    ) -> Result<Option<Acted>, ReconcileError> {
+        let claim = seen.record(
+            &self.settings.node,
+            NodeState::Converging,
+            decided.message.clone(),
+            seen.now,
+        );
+        self.report(&seen.status_branch, claim.clone()).await?;
+        if let (
+            Verdict::Converge {
+                claim_slot: true, ..
+            },
+            Some(max),
+        ) = (verdict, repo.fleet.rollout.max_parallel)
+            && !self
+                .holds_slot(&seen.status_branch, &claim, repo, max)
+                .await?
+        {
+            return Ok(Some(Acted {
+                state: NodeState::WaitingBatch,
+                message: "slot taken by an earlier claim; waiting".into(),
+                recheck_at: None,
+                force_report: false,
+            }));
+        }
+        Ok(None)
     }
 
     /// Rule 6 with `failure_action = "rollback"`: back to the last healthy set.
@@ -599,7 +671,10 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
             .await
             .map_err(ReconcileError::Git)?;
         let mut acted = decided;
-        match self.apply_release(&previous, &known.release).await {
+        match self
+            .apply_release(&previous, &known.release, None, &mut ())
+            .await
+        {
             Ok(Outcome::Healthy { .. }) => {
                 metrics().rolled_back();
                 seen.local
@@ -611,9 +686,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
             }
             Err(e) => return Err(e.into()),
         }
-        seen.local
-            .save(&self.settings.state_dir)
-            .map_err(ReconcileError::State)?;
+        self.save(&seen.local)?;
         Ok(acted)
     }
 
@@ -635,7 +708,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
             return Ok(acted);
         }
         acted.force_report = true;
-        acted.message = match self.apply_release(repo, &seen.tip).await {
+        acted.message = match self.apply_release(repo, &seen.tip, None, &mut ()).await {
             Ok(Outcome::Healthy { .. }) => format!("drift repaired: {drift}"),
             Ok(Outcome::Restored { failure }) => {
                 acted.state = NodeState::Failed;
@@ -658,7 +731,12 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         decision: &Decision,
         acted: Acted,
     ) -> Result<Reconciled, ReconcileError> {
-        let record = seen.record(&self.settings.node, acted.state, acted.message.clone());
+        let record = seen.record(
+            &self.settings.node,
+            acted.state,
+            acted.message.clone(),
+            self.clock.now(),
+        );
         // A changed message alone (who blocks a wait) waits for a change or a heartbeat.
         let changed = seen.own.as_ref().is_none_or(|o| {
             o.state != record.state || o.release != record.release || o.images != record.images
@@ -772,8 +850,14 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
     }
 
     /// Applies the release at `commit` (converge, gate, commit or restore), its compose
-    /// directory materialized first.
-    async fn apply_release(&self, repo: &FleetRepo, commit: &str) -> Result<Outcome, ApplyError> {
+    /// directory materialized first; the gate resumes `resume` and goes to `log`.
+    async fn apply_release(
+        &self,
+        repo: &FleetRepo,
+        commit: &str,
+        resume: Option<GateRun>,
+        log: &mut impl GateLog,
+    ) -> Result<Outcome, ApplyError> {
         let spec = self.translate(repo, commit).map_err(ApplyError::Prepare)?;
         let files = self
             .mirror
@@ -782,9 +866,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         let host_dir = project_dir(&self.settings.state_dir, &spec.project);
         materialize(&files, &repo.fleet.compose_path, &host_dir).map_err(ApplyError::Prepare)?;
         let release = Release::of(&spec, repo);
-        let outcome = self
-            .engine
-            .apply(&release)
+        let outcome = gate::apply(&self.engine, &release, &self.clock, resume, log)
             .await
             .map_err(ApplyError::Engine)?;
         if let Outcome::Restored {
