@@ -3,7 +3,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use gitfleet::core::status::{NodeState, StatusRecord};
 use gitfleet::engine::converge::observe;
@@ -1481,6 +1482,82 @@ async fn a_missing_bind_source_or_device_restores_at_once_and_fails_naming_the_p
         assert_fails_and_restores(&fleet, &engine, &bad, "/dev/gitfleet-no-such-device").await;
         fleet.cleanup(&engine).await;
     }
+}
+
+/// A registry on loopback that answers every request 401 (Basic auth, one user the
+/// node has no credentials for): Debian's docker-registry with an htpasswd file.
+struct LockedRegistry {
+    port: u16,
+    process: std::process::Child,
+}
+
+impl LockedRegistry {
+    fn start(dir: &Path) -> Self {
+        let port = common::free_port();
+        // bcrypt of "secret": the registry takes only bcrypt entries.
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(
+            &htpasswd,
+            "gitfleet:$2b$05$UhuNYoXNUCZDy/2/gcabHeb38xdzkH8oKCx4S8Ldz4gIydekwMoHG\n",
+        )
+        .unwrap();
+        let config = dir.join("locked-registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n\
+                 auth:\n  htpasswd:\n    realm: gitfleet-test\n    path: {}\n",
+                dir.join("locked-registry-data").display(),
+                htpasswd.display()
+            ),
+        )
+        .unwrap();
+        let process = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry (scripts/testenv install puts it on PATH)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry never listened"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        LockedRegistry { port, process }
+    }
+}
+
+impl Drop for LockedRegistry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_registry_that_wants_credentials_fails_at_once_without_stopping_anything() {
+    let images = test_images();
+    let engine = DockerEngine::connect().await.unwrap();
+    let fleet = Fleet::new("unauthorized");
+    let rollout = "monitor = \"1s\"\nhealth_timeout = \"30s\"\n";
+    fleet.release_stack(&images.healthy, &images.healthy, rollout, STACK, "First");
+    assert_eq!(fleet.agent_once().0, Some(0));
+    let registry = LockedRegistry::start(fleet.root.path());
+    let (_, digest) = images.healthy_v2.split_once('@').unwrap();
+    let locked = format!("127.0.0.1:{}/gitfleet-test/healthy@{digest}", registry.port);
+    let bad = fleet.release_stack(&locked, &images.healthy, rollout, STACK, "No credentials");
+    assert_fails_and_restores(&fleet, &engine, &bad, "no basic auth credentials").await;
+    assert!(
+        fleet.record().message.contains("nothing was stopped"),
+        "{}",
+        fleet.record().message
+    );
+    fleet.cleanup(&engine).await;
 }
 
 #[tokio::test]

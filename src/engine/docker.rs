@@ -61,6 +61,7 @@ const PERMANENT_PULL_ANSWERS: &[&str] = &[
     "unauthorized",
     "denied",
     "authentication required",
+    "no basic auth credentials",
     "invalid reference",
     "repository name must",
     "does not exist",
