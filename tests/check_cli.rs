@@ -249,9 +249,9 @@ const VARIANTS: &[Variant] = &[
         name: "unsupported compose key",
         file: "stack/compose.yaml",
         from: "    image: registry.example.com/acme/api\n",
-        to: "    image: registry.example.com/acme/api\n    build: ./api\n",
-        expect: &["`services.api.build`", "pin it by digest"],
-        at: Some("build: ./api"),
+        to: "    image: registry.example.com/acme/api\n    privileged: true\n",
+        expect: &["`services.api.privileged`", "gitfleet honours"],
+        at: Some("privileged: true"),
     },
     Variant {
         name: "policy: canary too big",

@@ -66,6 +66,20 @@ pub const SUPPORTED_SERVICE_KEYS: &[&str] = &[
     "secrets",
     "configs",
     "pids_limit",
+    "shm_size",
+    "dns",
+    "dns_search",
+    "dns_opt",
+    "links",
+    "attach",
+    "build",
+    "domainname",
+    "group_add",
+    "oom_score_adj",
+    "cgroup_parent",
+    "userns_mode",
+    "platform",
+    "pull_policy",
 ];
 
 /// `deploy.resources.limits` keys honoured (the rest of `deploy` is Swarm's).
@@ -84,6 +98,18 @@ pub struct FileMount {
     pub mode: Option<u32>,
 }
 
+/// Service keys Compose has and docker-compose-types does not (or types too narrowly:
+/// `dns` may be one string), taken out of each service before typing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceExtras {
+    pub pids_limit: Option<i64>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub oom_score_adj: Option<i64>,
+    /// `os/arch[/variant]`: checked, and the pinned digest decides what runs.
+    pub platform: Option<String>,
+}
+
 /// A parsed, interpolated Compose file restricted to the subset gitfleet honours.
 #[derive(Clone, Debug)]
 pub struct ComposeStack {
@@ -94,8 +120,8 @@ pub struct ComposeStack {
     pub configs: BTreeMap<String, String>,
     /// Service-level `configs` mounts, by service.
     pub service_configs: BTreeMap<String, Vec<FileMount>>,
-    /// `pids_limit` by service (also not in docker-compose-types).
-    pub pids_limits: BTreeMap<String, i64>,
+    /// Service keys docker-compose-types lacks, by service.
+    pub extras: BTreeMap<String, ServiceExtras>,
     /// Positions of keys, by dotted path (`services.web.image`), for diagnostics.
     positions: BTreeMap<String, Position>,
 }
@@ -285,7 +311,7 @@ pub fn load(
         return None;
     }
     let (configs, service_configs) = lift_configs(&ctx, &mut value, diags);
-    let pids_limits = lift_pids_limits(&ctx, &mut value, diags);
+    let extras = lift_extras(&ctx, &mut value, diags);
     stringify_numbers(&mut value);
     let compose: docker_compose_types::Compose = match serde_yaml::from_value(value) {
         Ok(c) => c,
@@ -299,7 +325,7 @@ pub fn load(
         compose,
         configs,
         service_configs,
-        pids_limits,
+        extras,
         positions,
     })
 }
@@ -474,9 +500,21 @@ impl MarkedEventReceiver for Scanner {
 }
 
 fn scan(source: &SourceFile, diags: &mut Diagnostics) -> Option<BTreeMap<String, Position>> {
-    let mut scanner = Scanner::default();
-    let mut parser = Parser::new_from_str(&source.text);
-    if let Err(e) = parser.load(&mut scanner, false) {
+    let mut text = std::borrow::Cow::Borrowed(source.text.as_str());
+    let (scanner, loaded) = loop {
+        let mut scanner = Scanner::default();
+        let mut parser = Parser::new_from_str(&text);
+        match parser.load(&mut scanner, false) {
+            Err(e) if e.info() == "invalid indentation" => {
+                match indent_flow_closer(&text, e.marker().line()) {
+                    Some(fixed) => text = std::borrow::Cow::Owned(fixed),
+                    None => break (scanner, Err(e)),
+                }
+            }
+            result => break (scanner, result),
+        }
+    };
+    if let Err(e) = loaded {
         diags.push(
             Diagnostic::new(&source.path, "", format!("YAML syntax: {}", e.info()))
                 .at_position(source, position(e.marker()), 1)
@@ -508,6 +546,30 @@ fn scan(source: &SourceFile, diags: &mut Diagnostics) -> Option<BTreeMap<String,
         return None;
     }
     Some(scanner.positions)
+}
+
+/// `text` with line `line` (1-based) indented like the line before it, when that line
+/// only closes a flow collection (`]`, `}`, `],`): libyaml, PyYAML, Go's yaml and
+/// docker-compose accept a closing bracket indented less than the items, yaml-rust2
+/// does not. Inside a flow collection indentation carries no meaning, and no key moves,
+/// so the positions found in the result are the file's own. `None` for any other line.
+fn indent_flow_closer(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let index = line.checked_sub(1)?;
+    let closer = lines.get(index)?;
+    let closes = closer.trim().trim_end_matches(',').trim_end();
+    if closes.is_empty() || !closes.chars().all(|c| matches!(c, ']' | '}')) {
+        return None;
+    }
+    let before = lines[..index].iter().rev().find(|l| !l.trim().is_empty())?;
+    let want = before.len() - before.trim_start().len();
+    let have = closer.len() - closer.trim_start().len();
+    if want <= have {
+        return None;
+    }
+    let mut out: Vec<String> = lines.iter().map(|l| (*l).to_string()).collect();
+    out[index] = format!("{}{}", " ".repeat(want - have), closer);
+    Some(out.join("\n"))
 }
 
 fn key_str(key: &Value) -> String {
@@ -544,13 +606,9 @@ fn check_subset(ctx: &Context, top: &Mapping, diags: &mut Diagnostics) {
 }
 
 fn unsupported(ctx: &Context, path: &str, key: &str, supported: &[&str]) -> Diagnostic {
-    let help = match (key, did_you_mean(key, supported.iter().copied())) {
-        ("build", _) => {
-            "build the image in CI, push it, and pin it by digest under [images] in fleet.toml"
-                .to_string()
-        }
-        (_, Some(near)) => format!("did you mean `{near}`?"),
-        _ => format!(
+    let help = match did_you_mean(key, supported.iter().copied()) {
+        Some(near) => format!("did you mean `{near}`?"),
+        None => format!(
             "remove it; gitfleet honours: {} (see docs/fleet-toml.md, \"Compose subset\")",
             supported.join(", ")
         ),
@@ -699,34 +757,107 @@ fn interpolate_values(
     }
 }
 
-/// Takes `pids_limit` out of each service (docker-compose-types cannot represent it).
-fn lift_pids_limits(
+/// Takes the keys of [`ServiceExtras`] out of each service, each checked where it is
+/// written.
+fn lift_extras(
     ctx: &Context,
     value: &mut Value,
     diags: &mut Diagnostics,
-) -> BTreeMap<String, i64> {
+) -> BTreeMap<String, ServiceExtras> {
     let mut out = BTreeMap::new();
     let Some(Value::Mapping(services)) = value.get_mut("services") else {
         return out;
     };
     for (name, service) in services.iter_mut() {
         let name = key_str(name);
-        match service
-            .as_mapping_mut()
-            .and_then(|s| s.remove("pids_limit"))
-        {
-            None => {}
-            Some(Value::Number(n)) if n.as_i64().is_some() => {
-                out.insert(name, n.as_i64().unwrap_or_default());
+        let Some(service) = service.as_mapping_mut() else {
+            continue;
+        };
+        let mut take = |key: &str| {
+            service
+                .remove(key)
+                .map(|v| (format!("services.{name}.{key}"), v))
+        };
+        let mut extras = ServiceExtras::default();
+        let mut wrong = |path: String, what: &str, help: &str| {
+            diags.push(ctx.error(&path, format!("`{path}` must be {what}"), help));
+        };
+        if let Some((path, v)) = take("pids_limit") {
+            match v.as_i64() {
+                Some(n) => extras.pids_limit = Some(n),
+                None => wrong(
+                    path,
+                    "a whole number",
+                    "e.g. `pids_limit: 200` (-1 for no limit)",
+                ),
             }
-            Some(_) => diags.push(ctx.error(
-                &format!("services.{name}.pids_limit"),
-                format!("`services.{name}.pids_limit` must be a whole number"),
-                "e.g. `pids_limit: 200` (-1 for no limit)",
-            )),
+        }
+        if let Some((path, v)) = take("oom_score_adj") {
+            match v.as_i64().filter(|n| (-1000..=1000).contains(n)) {
+                Some(n) => extras.oom_score_adj = Some(n),
+                None => wrong(
+                    path,
+                    "a whole number from -1000 to 1000",
+                    "e.g. `oom_score_adj: -500`",
+                ),
+            }
+        }
+        for (key, list) in [
+            ("dns", &mut extras.dns),
+            ("dns_search", &mut extras.dns_search),
+        ] {
+            if let Some((path, v)) = take(key) {
+                match string_or_list(&v) {
+                    Some(items) => *list = items,
+                    None => wrong(
+                        path,
+                        "a string or a list of strings",
+                        &format!("e.g. `{key}: [\"10.0.0.2\", \"10.0.0.3\"]`"),
+                    ),
+                }
+            }
+        }
+        if let Some((path, v)) = take("platform") {
+            match v.as_str().filter(|p| is_platform(p)) {
+                Some(p) => extras.platform = Some(p.to_string()),
+                None => wrong(
+                    path,
+                    "`os/arch` or `os/arch/variant`",
+                    "e.g. `platform: linux/amd64`",
+                ),
+            }
+        }
+        // Accepted, meaning nothing on a daemon that runs detached.
+        take("attach");
+        if extras != ServiceExtras::default() {
+            out.insert(name, extras);
         }
     }
     out
+}
+
+/// A string, or a list of strings (numbers written as such).
+fn string_or_list(value: &Value) -> Option<Vec<String>> {
+    let one = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match value {
+        Value::Sequence(items) => items.iter().map(one).collect(),
+        other => one(other).map(|s| vec![s]),
+    }
+}
+
+/// `os/arch` or `os/arch/variant`, each part lower-case letters, digits or `_`.
+fn is_platform(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('/').collect();
+    (2..=3).contains(&parts.len())
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
 }
 
 /// Compose accepts numbers where docker-compose-types wants strings (`expose: [3306]`,
@@ -955,20 +1086,17 @@ secrets:
 
     #[test]
     fn every_unsupported_key_is_reported_with_its_line_and_a_fix() {
-        let text = "services:\n  web:\n    image: x\n    build: .\n    enviroment: {A: b}\n    privileged: true\n    deploy:\n      replicas: 3\nprofiles: []\n";
+        let text = "services:\n  web:\n    image: x\n    privileged: true\n    enviroment: {A: b}\n    deploy:\n      replicas: 3\nprofiles: []\n";
         let (stack, diags) = load_text(text);
         assert!(stack.is_none());
         let all: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
         let text = all.join("\n");
-        assert_eq!(diags.len(), 5, "{text}");
+        assert_eq!(diags.len(), 4, "{text}");
         assert!(
-            text.contains("`services.web.build`")
-                && text.contains("compose.yaml:4:5")
-                && text.contains("pin it by digest"),
+            text.contains("`services.web.privileged`") && text.contains("compose.yaml:4:5"),
             "{text}"
         );
         assert!(text.contains("did you mean `environment`?"), "{text}");
-        assert!(text.contains("`services.web.privileged`"), "{text}");
         assert!(text.contains("`services.web.deploy.replicas`"), "{text}");
         assert!(
             text.contains("gitfleet does not honour `profiles`"),

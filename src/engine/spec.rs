@@ -353,17 +353,26 @@ impl ServiceCtx<'_> {
     fn build(&self, s: &dct::Service, image: &PinnedImage) -> Result<ServiceSpec, Vec<String>> {
         let mut errors = Vec::new();
         let mut err = |e: String| errors.push(e);
-        if s.privileged
-            || s.build_.is_some()
-            || !s.profiles.is_empty()
-            || s.pid.is_some()
-            || s.ipc.is_some()
-        {
+        // `build` means nothing on a node: the service runs its pinned image.
+        if s.privileged || !s.profiles.is_empty() || s.pid.is_some() || s.ipc.is_some() {
             err(
-                "uses a key gitfleet does not honour (privileged, build, profiles, pid or ipc)"
+                "uses a key gitfleet does not honour (privileged, profiles, pid or ipc)"
                     .to_string(),
             );
         }
+        let extras = self
+            .stack
+            .extras
+            .get(self.name)
+            .cloned()
+            .unwrap_or_default();
+        let shm_size = match s.shm_size.as_deref().map(bytes).transpose() {
+            Ok(size) => size,
+            Err(e) => {
+                err(format!("shm_size: {e}"));
+                None
+            }
+        };
         let container_name = container_name(self.project, self.name, s.container_name.as_deref());
         let env = self.environment(s).unwrap_or_else(|e| {
             err(e);
@@ -416,7 +425,11 @@ impl ServiceCtx<'_> {
             err(e);
             (None, None, Vec::new())
         });
-        let depends_on = self.depends_on(s).unwrap_or_else(|e| {
+        let (first_network, links) = self.links(s, first_network).unwrap_or_else(|e| {
+            err(e);
+            (None, Vec::new())
+        });
+        let depends_on = self.depends_on(s, &links).unwrap_or_else(|e| {
             err(e);
             Vec::new()
         });
@@ -485,12 +498,29 @@ impl ServiceCtx<'_> {
             ),
             nano_cpus,
             memory,
-            pids_limit: self.stack.pids_limits.get(self.name).copied(),
+            pids_limit: extras.pids_limit,
+            shm_size,
+            dns: non_empty(extras.dns),
+            dns_search: non_empty(extras.dns_search),
+            dns_options: non_empty(s.dns_opt.clone()),
+            group_add: non_empty(
+                s.group_add
+                    .iter()
+                    .map(|g| match g {
+                        dct::Group::Named(name) => name.clone(),
+                        dct::Group::Gid(gid) => gid.to_string(),
+                    })
+                    .collect(),
+            ),
+            oom_score_adj: extras.oom_score_adj,
+            cgroup_parent: s.cgroup_parent.clone(),
+            userns_mode: s.userns_mode.clone(),
             ..Default::default()
         };
         let create = ContainerCreateBody {
             image: Some(image.to_string()),
             hostname: s.hostname.clone(),
+            domainname: s.domainname.clone(),
             user: s.user.clone(),
             working_dir: s.working_dir.clone(),
             env: non_empty(env),
@@ -810,7 +840,42 @@ impl ServiceCtx<'_> {
         Ok((Some(mode), Some(first), list))
     }
 
-    fn depends_on(&self, s: &dct::Service) -> Result<Vec<Dependency>, String> {
+    /// `links` (`service` or `service:alias`), as Compose makes them on a user-defined
+    /// network: the linked container is reachable from this one under the alias, on
+    /// the first network. Returns that network and the linked services (started first).
+    #[allow(clippy::type_complexity)]
+    fn links(
+        &self,
+        s: &dct::Service,
+        first_network: Option<(String, EndpointSettings)>,
+    ) -> Result<(Option<(String, EndpointSettings)>, Vec<String>), String> {
+        if s.links.is_empty() {
+            return Ok((first_network, Vec::new()));
+        }
+        let Some((network, mut endpoint)) = first_network else {
+            return Err("links: needs a network (not `network_mode`)".to_string());
+        };
+        let mut linked = Vec::new();
+        let mut links = Vec::new();
+        for link in &s.links {
+            let (service, alias) = link.split_once(':').unwrap_or((link, link));
+            let Some(other) = self.stack.compose.services.0.get(service) else {
+                return Err(format!("links: `{service}` is not a service of this file"));
+            };
+            let explicit = other.as_ref().and_then(|o| o.container_name.as_deref());
+            links.push(format!(
+                "{}:{alias}",
+                container_name(self.project, service, explicit)
+            ));
+            linked.push(service.to_string());
+        }
+        endpoint.links = Some(links);
+        Ok((Some((network, endpoint)), linked))
+    }
+
+    /// `depends_on`, plus what Compose also starts first: the service whose network
+    /// this one shares, and linked services.
+    fn depends_on(&self, s: &dct::Service, links: &[String]) -> Result<Vec<Dependency>, String> {
         let mut out: Vec<Dependency> = match &s.depends_on {
             dct::DependsOnOptions::Simple(names) => names
                 .iter()
@@ -846,6 +911,14 @@ impl ServiceCtx<'_> {
                 service: other.to_string(),
                 condition: Condition::Started,
             });
+        }
+        for linked in links {
+            if !out.iter().any(|d| &d.service == linked) {
+                out.push(Dependency {
+                    service: linked.clone(),
+                    condition: Condition::Started,
+                });
+            }
         }
         out.sort_by(|a, b| a.service.cmp(&b.service));
         Ok(out)
@@ -1346,6 +1419,15 @@ fn compose_key(field: &str) -> &'static str {
         "HostConfig.SecurityOpt" => "security_opt",
         "HostConfig.Devices" => "devices",
         "HostConfig.PidsLimit" => "pids_limit",
+        "HostConfig.ShmSize" => "shm_size",
+        "HostConfig.Dns" => "dns",
+        "HostConfig.DnsSearch" => "dns_search",
+        "HostConfig.DnsOptions" => "dns_opt",
+        "HostConfig.GroupAdd" => "group_add",
+        "HostConfig.OomScoreAdj" => "oom_score_adj",
+        "HostConfig.CgroupParent" => "cgroup_parent",
+        "HostConfig.UsernsMode" => "userns_mode",
+        "Domainname" => "domainname",
         "HostConfig.Memory" | "HostConfig.NanoCpus" | "HostConfig.MemorySwap" => {
             "deploy.resources.limits"
         }
@@ -1664,6 +1746,42 @@ configs:
         assert_eq!((ulimits[0].soft, ulimits[0].hard), (Some(1024), Some(2048)));
         assert_eq!(ulimits[1].soft, Some(65535));
         assert_eq!(db.sysctls.unwrap()["net.core.somaxconn"], "1024");
+    }
+
+    #[test]
+    fn the_keys_real_stacks_use_reach_the_create_body() {
+        let text = "services:\n  db:\n    image: x\n  web:\n    image: x\n    build: .\n    attach: false\n    pull_policy: always\n    platform: linux/amd64\n    shm_size: 256m\n    dns: 10.0.0.2\n    dns_search: [corp.example]\n    dns_opt: [ndots:1]\n    links: [\"db:database\"]\n    domainname: example.com\n    group_add: [audio, 1001]\n    oom_score_adj: -500\n    userns_mode: host\n";
+        let spec = spec_of(text, &[("db", 'a'), ("web", 'b')]);
+        let web = &spec.services["web"];
+        let host = web.create.host_config.clone().unwrap();
+        assert_eq!(host.shm_size, Some(256 * 1024 * 1024));
+        assert_eq!(host.dns, Some(vec!["10.0.0.2".to_string()]));
+        assert_eq!(host.dns_search, Some(vec!["corp.example".to_string()]));
+        assert_eq!(host.dns_options, Some(vec!["ndots:1".to_string()]));
+        assert_eq!(
+            host.group_add,
+            Some(vec!["audio".to_string(), "1001".to_string()])
+        );
+        assert_eq!(host.oom_score_adj, Some(-500));
+        assert_eq!(host.userns_mode.as_deref(), Some("host"));
+        assert_eq!(web.create.domainname.as_deref(), Some("example.com"));
+        let endpoints = web
+            .create
+            .networking_config
+            .clone()
+            .unwrap()
+            .endpoints_config
+            .unwrap();
+        let endpoint = &endpoints["shop_default"];
+        assert_eq!(endpoint.links, Some(vec!["shop-db-1:database".to_string()]));
+        assert_eq!(
+            web.depends_on,
+            vec![Dependency {
+                service: "db".into(),
+                condition: Condition::Started
+            }],
+            "a linked service starts first"
+        );
     }
 
     #[test]
