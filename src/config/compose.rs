@@ -80,10 +80,30 @@ pub const SUPPORTED_SERVICE_KEYS: &[&str] = &[
     "userns_mode",
     "platform",
     "pull_policy",
+    "profiles",
 ];
 
-/// `deploy.resources.limits` keys honoured (the rest of `deploy` is Swarm's).
+/// `deploy` keys accepted. Those only Swarm acts on (`update_config`,
+/// `rollback_config`, `placement`, `endpoint_mode`, `labels`) are accepted and have no
+/// effect, as under `docker compose`: a fleet's rollout is fleet.toml's.
+pub const SUPPORTED_DEPLOY: &[&str] = &[
+    "resources",
+    "mode",
+    "replicas",
+    "restart_policy",
+    "labels",
+    "update_config",
+    "rollback_config",
+    "placement",
+    "endpoint_mode",
+];
+
+/// `deploy.resources.limits` keys honoured.
 pub const SUPPORTED_LIMITS: &[&str] = &["cpus", "memory"];
+
+/// `deploy.resources.reservations` keys honoured (`cpus` has no engine setting and is
+/// accepted without effect, as under `docker compose`).
+pub const SUPPORTED_RESERVATIONS: &[&str] = &["cpus", "memory", "devices"];
 
 const MAX_DEPTH: usize = 64;
 const MAX_EXPANDED_NODES: usize = 100_000;
@@ -108,6 +128,33 @@ pub struct ServiceExtras {
     pub oom_score_adj: Option<i64>,
     /// `os/arch[/variant]`: checked, and the pinned digest decides what runs.
     pub platform: Option<String>,
+    /// `env_file`, in order (short and long syntax).
+    pub env_files: Vec<EnvFile>,
+    /// `deploy.restart_policy`, written as `restart:` would be (`on-failure:3`).
+    pub deploy_restart: Option<String>,
+    /// `deploy.resources.reservations.memory`, as written.
+    pub memory_reservation: Option<String>,
+    /// `deploy.resources.reservations.devices`: device requests (GPUs).
+    pub device_requests: Vec<DeviceRequest>,
+}
+
+/// An `env_file` entry: a path relative to the compose file, and whether a missing
+/// file is an error (`required: false` in the long syntax lets it be absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvFile {
+    pub path: String,
+    pub required: bool,
+}
+
+/// A `deploy.resources.reservations.devices` entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceRequest {
+    pub driver: Option<String>,
+    /// `-1` for `all`.
+    pub count: Option<i64>,
+    pub device_ids: Vec<String>,
+    pub capabilities: Vec<String>,
+    pub options: BTreeMap<String, String>,
 }
 
 /// A parsed, interpolated Compose file restricted to the subset gitfleet honours.
@@ -122,6 +169,9 @@ pub struct ComposeStack {
     pub service_configs: BTreeMap<String, Vec<FileMount>>,
     /// Service keys docker-compose-types lacks, by service.
     pub extras: BTreeMap<String, ServiceExtras>,
+    /// Services of the file this node does not run: outside the active profiles, or
+    /// `deploy.replicas: 0`.
+    pub inactive: Vec<String>,
     /// Positions of keys, by dotted path (`services.web.image`), for diagnostics.
     positions: BTreeMap<String, Position>,
 }
@@ -183,19 +233,10 @@ impl ComposeStack {
             let Some(definition) = definition else {
                 continue;
             };
-            let env_files = match &definition.env_file {
-                Some(docker_compose_types::StringOrList::Simple(f)) => vec![f.clone()],
-                Some(docker_compose_types::StringOrList::List(fs)) => fs.clone(),
-                None => Vec::new(),
-            };
-            for (i, file) in env_files.iter().enumerate() {
-                let key = match &definition.env_file {
-                    Some(docker_compose_types::StringOrList::List(_)) => {
-                        format!("services.{service}.env_file.{i}")
-                    }
-                    _ => format!("services.{service}.env_file"),
-                };
-                out.push(FileReference::new(key, file, FileUse::EnvFile));
+            let env_files = self.extras.get(service).map(|e| e.env_files.as_slice());
+            for file in env_files.unwrap_or_default().iter().filter(|f| f.required) {
+                let key = format!("services.{service}.env_file");
+                out.push(FileReference::new(key, &file.path, FileUse::EnvFile));
             }
             for (i, volume) in definition.volumes.iter().enumerate() {
                 let source = match volume {
@@ -289,7 +330,7 @@ pub fn load(
             return None;
         }
     };
-    if let Err(e) = value.apply_merge() {
+    if let Err(e) = merge_all(&mut value) {
         diags.push(ctx.error(
             "",
             format!("YAML merge keys (`<<`): {e}"),
@@ -310,13 +351,21 @@ pub fn load(
     if diags.len() > before {
         return None;
     }
+    let inactive = drop_inactive(&mut value, vars);
+    coerce_scalars(&mut value);
     let (configs, service_configs) = lift_configs(&ctx, &mut value, diags);
     let extras = lift_extras(&ctx, &mut value, diags);
     stringify_numbers(&mut value);
-    let compose: docker_compose_types::Compose = match serde_yaml::from_value(value) {
+    // The path to the value that does not fit names the key, and so its line.
+    let compose: docker_compose_types::Compose = match serde_path_to_error::deserialize(value) {
         Ok(c) => c,
         Err(e) => {
-            diags.push(ctx.yaml_error(&e));
+            let key = e.path().to_string();
+            diags.push(ctx.error(
+                &key,
+                format!("`{key}`: {}", e.inner()),
+                "write it as the Compose reference says: https://docs.docker.com/reference/compose-file/",
+            ));
             return None;
         }
     };
@@ -326,6 +375,7 @@ pub fn load(
         configs,
         service_configs,
         extras,
+        inactive,
         positions,
     })
 }
@@ -572,6 +622,30 @@ fn indent_flow_closer(text: &str, line: usize) -> Option<String> {
     Some(out.join("\n"))
 }
 
+/// Resolves `<<:` merge keys, including those a merged block brings in itself
+/// (`x-app: {<<: *base}` merged into a service): one pass of `apply_merge` leaves
+/// those, so passes repeat until none is left (YAML merges nest only as deep as the
+/// anchors, bounded by the depth limit).
+fn merge_all(value: &mut Value) -> Result<(), serde_yaml::Error> {
+    fn has_merge_key(value: &Value) -> bool {
+        match value {
+            Value::Mapping(map) => map
+                .iter()
+                .any(|(k, v)| k.as_str() == Some("<<") || has_merge_key(v)),
+            Value::Sequence(items) => items.iter().any(has_merge_key),
+            Value::Tagged(tagged) => has_merge_key(&tagged.value),
+            _ => false,
+        }
+    }
+    for _ in 0..MAX_DEPTH {
+        value.apply_merge()?;
+        if !has_merge_key(value) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn key_str(key: &Value) -> String {
     match key {
         Value::String(s) => s.clone(),
@@ -693,9 +767,17 @@ fn check_deploy(ctx: &Context, path: &str, deploy: &Value, diags: &mut Diagnosti
         }
         inner
     };
-    for (resources_path, resources) in allowed(path, deploy, &["resources"]) {
-        for (limits_path, limits) in allowed(&resources_path, &resources, &["limits"]) {
-            allowed(&limits_path, &limits, SUPPORTED_LIMITS);
+    for (key, value) in allowed(path, deploy, SUPPORTED_DEPLOY) {
+        if !key.ends_with(".resources") {
+            continue;
+        }
+        for (inner, value) in allowed(&key, &value, &["limits", "reservations"]) {
+            let keys = if inner.ends_with(".limits") {
+                SUPPORTED_LIMITS
+            } else {
+                SUPPORTED_RESERVATIONS
+            };
+            allowed(&inner, &value, keys);
         }
     }
 }
@@ -754,6 +836,100 @@ fn interpolate_values(
         }
         Value::Tagged(tagged) => interpolate_values(ctx, &mut tagged.value, path, vars, diags),
         _ => {}
+    }
+}
+
+/// Removes the services Compose would not run: those with `profiles` none of which is
+/// active (`COMPOSE_PROFILES`, comma-separated, `*` for all, read from the agent's
+/// environment as Compose reads it), and those with `deploy.replicas: 0`. A container
+/// of such a service that runs is removed on the next converge, as any service that
+/// left the file.
+fn drop_inactive(value: &mut Value, vars: &BTreeMap<String, String>) -> Vec<String> {
+    let active: Vec<&str> = vars
+        .get("COMPOSE_PROFILES")
+        .map(|p| {
+            p.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(Value::Mapping(services)) = value.get_mut("services") else {
+        return Vec::new();
+    };
+    let mut dropped = Vec::new();
+    services.retain(|name, service| {
+        let profiles: Vec<String> = service
+            .get("profiles")
+            .and_then(string_or_list)
+            .unwrap_or_default();
+        let enabled = profiles.is_empty()
+            || active.contains(&"*")
+            || profiles.iter().any(|p| active.contains(&p.as_str()));
+        let replicas = service
+            .get("deploy")
+            .and_then(|d| d.get("replicas"))
+            .and_then(whole_number);
+        let runs = enabled && replicas != Some(0);
+        if !runs {
+            dropped.push(key_str(name));
+        }
+        runs
+    });
+    for (_, service) in services.iter_mut() {
+        if let Some(service) = service.as_mapping_mut() {
+            service.remove("profiles");
+        }
+    }
+    dropped
+}
+
+/// Compose reads a value interpolation made text as the type its key takes
+/// (`read_only: ${READONLY}` with `READONLY=false` is the boolean): the typed keys
+/// real files fill from variables, written back as booleans and numbers.
+fn coerce_scalars(value: &mut Value) {
+    const BOOLEANS: &[&str] = &["read_only", "init", "tty", "stdin_open", "privileged"];
+    fn coerce(v: &mut Value, to_bool: bool) {
+        let Value::String(text) = v else { return };
+        let typed = if to_bool {
+            match text.as_str() {
+                "true" | "True" | "TRUE" => Some(Value::Bool(true)),
+                "false" | "False" | "FALSE" => Some(Value::Bool(false)),
+                _ => None,
+            }
+        } else {
+            text.trim()
+                .parse::<i64>()
+                .ok()
+                .map(|n| Value::Number(n.into()))
+        };
+        if let Some(typed) = typed {
+            *v = typed;
+        }
+    }
+    let Some(Value::Mapping(services)) = value.get_mut("services") else {
+        return;
+    };
+    for (_, service) in services.iter_mut() {
+        let Some(service) = service.as_mapping_mut() else {
+            continue;
+        };
+        for key in BOOLEANS {
+            if let Some(v) = service.get_mut(*key) {
+                coerce(v, true);
+            }
+        }
+        if let Some(health) = service
+            .get_mut("healthcheck")
+            .and_then(Value::as_mapping_mut)
+        {
+            if let Some(v) = health.get_mut("retries") {
+                coerce(v, false);
+            }
+            if let Some(v) = health.get_mut("disable") {
+                coerce(v, true);
+            }
+        }
     }
 }
 
@@ -818,17 +994,47 @@ fn lift_extras(
             }
         }
         if let Some((path, v)) = take("platform") {
-            match v.as_str().filter(|p| is_platform(p)) {
-                Some(p) => extras.platform = Some(p.to_string()),
-                None => wrong(
+            match v.as_str() {
+                // `${DOCKER_PLATFORM:-}`: empty means the engine's own, as in Compose.
+                Some("") => {}
+                Some(p) if is_platform(p) => extras.platform = Some(p.to_string()),
+                _ => wrong(
                     path,
                     "`os/arch` or `os/arch/variant`",
                     "e.g. `platform: linux/amd64`",
                 ),
             }
         }
+        if let Some((path, v)) = take("env_file") {
+            let entry = |v: &Value| match v {
+                Value::String(p) => Some(EnvFile {
+                    path: p.clone(),
+                    required: true,
+                }),
+                Value::Mapping(m) => Some(EnvFile {
+                    path: m.get("path")?.as_str()?.to_string(),
+                    required: m.get("required").is_none_or(|r| r.as_bool() != Some(false)),
+                }),
+                _ => None,
+            };
+            let files = match &v {
+                Value::Sequence(items) => items.iter().map(entry).collect(),
+                other => entry(other).map(|e| vec![e]),
+            };
+            match files {
+                Some(files) => extras.env_files = files,
+                None => wrong(
+                    path,
+                    "a path, a list of paths, or a list of `{path, required}`",
+                    "e.g. `env_file: [.env]` or `env_file: [{path: .env, required: false}]`",
+                ),
+            }
+        }
         // Accepted, meaning nothing on a daemon that runs detached.
         take("attach");
+        if let Some(deploy) = service.get_mut("deploy").and_then(Value::as_mapping_mut) {
+            lift_deploy(ctx, &name, deploy, &mut extras, diags);
+        }
         if extras != ServiceExtras::default() {
             out.insert(name, extras);
         }
@@ -836,16 +1042,146 @@ fn lift_extras(
     out
 }
 
-/// A string, or a list of strings (numbers written as such).
-fn string_or_list(value: &Value) -> Option<Vec<String>> {
-    let one = |v: &Value| match v {
+/// Takes what `docker compose` honours of `deploy` besides the limits out of it:
+/// `mode` and `replicas` (one container per service), `restart_policy`, and the
+/// reservations; drops what only Swarm acts on.
+fn lift_deploy(
+    ctx: &Context,
+    name: &str,
+    deploy: &mut Mapping,
+    extras: &mut ServiceExtras,
+    diags: &mut Diagnostics,
+) {
+    let path = format!("services.{name}.deploy");
+    for swarm_only in [
+        "labels",
+        "update_config",
+        "rollback_config",
+        "placement",
+        "endpoint_mode",
+    ] {
+        deploy.remove(swarm_only);
+    }
+    if let Some(mode) = deploy.remove("mode")
+        && !matches!(mode.as_str(), Some("replicated" | "global"))
+    {
+        diags.push(ctx.error(
+            &format!("{path}.mode"),
+            format!("`{path}.mode` must be `replicated` or `global`"),
+            "on one engine both mean one container; remove it",
+        ));
+    }
+    if let Some(replicas) = deploy.remove("replicas")
+        && whole_number(&replicas) != Some(1)
+    {
+        diags.push(ctx.error(
+            &format!("{path}.replicas"),
+            format!("`{path}.replicas` must be 1: gitfleet runs one container per service"),
+            "remove it, or run several services (e.g. with YAML anchors) behind one name",
+        ));
+    }
+    if let Some(policy) = deploy.remove("restart_policy") {
+        let condition = policy
+            .get("condition")
+            .and_then(Value::as_str)
+            .unwrap_or("any");
+        let attempts = policy.get("max_attempts").and_then(whole_number);
+        extras.deploy_restart = match (condition, attempts) {
+            ("none", _) => Some("no".to_string()),
+            ("any", _) => Some("always".to_string()),
+            ("on-failure", Some(n)) if n > 0 => Some(format!("on-failure:{n}")),
+            ("on-failure", _) => Some("on-failure".to_string()),
+            (other, _) => {
+                diags.push(ctx.error(
+                    &format!("{path}.restart_policy.condition"),
+                    format!(
+                        "`{path}.restart_policy.condition` `{other}` is not none, on-failure or any"
+                    ),
+                    "e.g. `condition: on-failure`",
+                ));
+                None
+            }
+        };
+    }
+    let reservations = deploy
+        .get_mut("resources")
+        .and_then(Value::as_mapping_mut)
+        .and_then(|r| r.remove("reservations"));
+    let Some(Value::Mapping(reservations)) = reservations else {
+        return;
+    };
+    extras.memory_reservation = reservations.get("memory").and_then(scalar_text);
+    for (i, device) in reservations
+        .get("devices")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let text_list = |key: &str| -> Vec<String> {
+            device
+                .get(key)
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(scalar_text)
+                .collect()
+        };
+        let count = match device.get("count") {
+            None => None,
+            Some(Value::String(all)) if all == "all" => Some(-1),
+            Some(n) => match whole_number(n) {
+                Some(n) => Some(n),
+                None => {
+                    diags.push(ctx.error(
+                        &format!("{path}.resources.reservations.devices"),
+                        format!("device {} of `{path}.resources.reservations.devices`: `count` must be a number or `all`", i + 1),
+                        "e.g. `count: 1` or `count: all`",
+                    ));
+                    None
+                }
+            },
+        };
+        extras.device_requests.push(DeviceRequest {
+            driver: device.get("driver").and_then(scalar_text),
+            count,
+            device_ids: text_list("device_ids"),
+            capabilities: text_list("capabilities"),
+            options: device
+                .get("options")
+                .and_then(Value::as_mapping)
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| Some((key_str(k), scalar_text(v)?)))
+                .collect(),
+        });
+    }
+}
+
+/// A whole number, written as one or as text (interpolation yields text).
+fn whole_number(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A scalar as text.
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
         _ => None,
-    };
+    }
+}
+
+/// A string, or a list of strings (numbers written as such).
+fn string_or_list(value: &Value) -> Option<Vec<String>> {
     match value {
-        Value::Sequence(items) => items.iter().map(one).collect(),
-        other => one(other).map(|s| vec![s]),
+        Value::Sequence(items) => items.iter().map(scalar_text).collect(),
+        other => scalar_text(other).map(|s| vec![s]),
     }
 }
 
@@ -1085,8 +1421,53 @@ secrets:
     }
 
     #[test]
+    fn what_published_files_write_loads_as_docker_compose_reads_it() {
+        // A merge of a block that merges itself, a flow list closed less indented
+        // than its items, values interpolation makes text, the long env_file syntax.
+        let text = "x-base: &base\n  restart: always\nx-app: &app\n  <<: *base\n  init: true\nservices:\n  web:\n    <<: *app\n    image: x\n    command: [\n      sh, -c, \"true\"\n    ]\n    read_only: ${RO:-false}\n    healthcheck:\n      test: [CMD, \"true\"]\n      retries: ${RETRIES:-3}\n    env_file:\n      - path: optional.env\n        required: false\n      - web.env\n    deploy:\n      mode: replicated\n      replicas: 1\n      restart_policy: {condition: on-failure, max_attempts: 3}\n      placement: {constraints: [node.role==manager]}\n      resources:\n        reservations:\n          memory: 64m\n          devices: [{driver: nvidia, count: all, capabilities: [gpu]}]\n  debug:\n    image: x\n    profiles: [debug]\n  off:\n    image: x\n    deploy: {replicas: 0}\n";
+        let (stack, diags) = load_text(text);
+        let stack = stack.unwrap_or_else(|| panic!("{diags}"));
+        assert_eq!(stack.service_names(), ["web"]);
+        assert_eq!(stack.inactive, ["debug", "off"]);
+        let web = stack.compose.services.0["web"].as_ref().unwrap();
+        assert_eq!(web.restart.as_deref(), Some("always"));
+        assert!(web.init && !web.read_only);
+        assert_eq!(web.healthcheck.as_ref().map(|h| h.retries), Some(3));
+        let extras = &stack.extras["web"];
+        assert_eq!(
+            extras.env_files,
+            [
+                EnvFile {
+                    path: "optional.env".into(),
+                    required: false
+                },
+                EnvFile {
+                    path: "web.env".into(),
+                    required: true
+                },
+            ]
+        );
+        assert_eq!(extras.deploy_restart.as_deref(), Some("on-failure:3"));
+        assert_eq!(extras.memory_reservation.as_deref(), Some("64m"));
+        assert_eq!(extras.device_requests[0].count, Some(-1));
+        assert_eq!(extras.device_requests[0].capabilities, ["gpu"]);
+
+        // COMPOSE_PROFILES, as Compose reads it, runs the `debug` profile too.
+        let mut diags = Diagnostics::default();
+        let vars = BTreeMap::from([("COMPOSE_PROFILES".to_string(), "debug".to_string())]);
+        let stack = load(&SourceFile::new("c.yaml", text), &vars, &mut diags).unwrap();
+        assert_eq!(stack.service_names(), ["debug", "web"]);
+
+        let (_, diags) = load_text("services:\n  web:\n    image: x\n    deploy: {replicas: 3}\n");
+        assert!(
+            diags.to_string().contains("one container per service"),
+            "{diags}"
+        );
+    }
+
+    #[test]
     fn every_unsupported_key_is_reported_with_its_line_and_a_fix() {
-        let text = "services:\n  web:\n    image: x\n    privileged: true\n    enviroment: {A: b}\n    deploy:\n      replicas: 3\nprofiles: []\n";
+        let text = "services:\n  web:\n    image: x\n    privileged: true\n    enviroment: {A: b}\n    deploy:\n      replica: 3\nprofiles: []\n";
         let (stack, diags) = load_text(text);
         assert!(stack.is_none());
         let all: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
@@ -1097,7 +1478,7 @@ secrets:
             "{text}"
         );
         assert!(text.contains("did you mean `environment`?"), "{text}");
-        assert!(text.contains("`services.web.deploy.replicas`"), "{text}");
+        assert!(text.contains("`services.web.deploy.replica`"), "{text}");
         assert!(
             text.contains("gitfleet does not honour `profiles`"),
             "{text}"

@@ -288,7 +288,14 @@ fn load_into(
     });
 
     let batch = &fleet.batch_of(&vars.node).name;
-    let mut env = vars.env.clone();
+    // A `.env` beside the compose file, as Compose reads it; the environment wins.
+    let dotenv = stack_path(&fleet.compose_path, ".env")
+        .ok()
+        .and_then(|path| files.read(&path).ok().flatten())
+        .map(|text| interpolate::parse_env_file(&text))
+        .unwrap_or_default();
+    let mut env: BTreeMap<String, String> = dotenv.into_iter().collect();
+    env.extend(vars.env.clone());
     env.insert("GITFLEET_NODE".into(), vars.node.0.clone());
     env.insert("GITFLEET_BATCH".into(), batch.clone());
     env.insert("GITFLEET_RELEASE".into(), vars.release.clone());
@@ -353,8 +360,9 @@ fn pin_every_service(
     diags: &mut Diagnostics,
 ) -> ImageSet {
     let services = stack.service_names();
+    // A service outside the active profiles may be pinned: another node runs it.
     for service in fleet.images.keys() {
-        if !services.contains(&service.as_str()) {
+        if !services.contains(&service.as_str()) && !stack.inactive.contains(service) {
             let key = format!("images.{service}");
             let mut d = Diagnostic::new(
                 FLEET_TOML,

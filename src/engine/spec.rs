@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, EndpointSettings, HealthConfig, HostConfig,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointSettings, HealthConfig, HostConfig,
     HostConfigLogConfig, Mount, MountType, NetworkingConfig, PortBinding, ResourcesUlimits,
     RestartPolicy, RestartPolicyNameEnum,
 };
@@ -20,8 +20,9 @@ use docker_compose_types as dct;
 use sha2::{Digest as _, Sha256};
 
 use crate::config::RepoFiles;
-use crate::config::compose::ComposeStack;
+use crate::config::compose::{ComposeStack, ServiceExtras};
 use crate::config::fleet::{ImageSet, PinnedImage, hex};
+use crate::config::interpolate::parse_env_file;
 
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -354,11 +355,8 @@ impl ServiceCtx<'_> {
         let mut errors = Vec::new();
         let mut err = |e: String| errors.push(e);
         // `build` means nothing on a node: the service runs its pinned image.
-        if s.privileged || !s.profiles.is_empty() || s.pid.is_some() || s.ipc.is_some() {
-            err(
-                "uses a key gitfleet does not honour (privileged, profiles, pid or ipc)"
-                    .to_string(),
-            );
+        if s.privileged || s.pid.is_some() || s.ipc.is_some() {
+            err("uses a key gitfleet does not honour (privileged, pid or ipc)".to_string());
         }
         let extras = self
             .stack
@@ -366,6 +364,13 @@ impl ServiceCtx<'_> {
             .get(self.name)
             .cloned()
             .unwrap_or_default();
+        let memory_reservation = match extras.memory_reservation.as_deref().map(bytes).transpose() {
+            Ok(size) => size,
+            Err(e) => {
+                err(format!("deploy.resources.reservations.memory: {e}"));
+                None
+            }
+        };
         let shm_size = match s.shm_size.as_deref().map(bytes).transpose() {
             Ok(size) => size,
             Err(e) => {
@@ -374,7 +379,7 @@ impl ServiceCtx<'_> {
             }
         };
         let container_name = container_name(self.project, self.name, s.container_name.as_deref());
-        let env = self.environment(s).unwrap_or_else(|e| {
+        let env = self.environment(s, &extras).unwrap_or_else(|e| {
             err(e);
             Vec::new()
         });
@@ -401,9 +406,11 @@ impl ServiceCtx<'_> {
                 err(e);
                 None
             });
+        // `restart` wins over `deploy.restart_policy`, as under `docker compose`.
         let restart = s
             .restart
             .as_deref()
+            .or(extras.deploy_restart.as_deref())
             .map(restart_policy)
             .transpose()
             .unwrap_or_else(|e| {
@@ -513,6 +520,22 @@ impl ServiceCtx<'_> {
                     .collect(),
             ),
             oom_score_adj: extras.oom_score_adj,
+            memory_reservation,
+            device_requests: non_empty(
+                extras
+                    .device_requests
+                    .iter()
+                    .map(|d| DeviceRequest {
+                        driver: d.driver.clone(),
+                        count: d.count,
+                        device_ids: non_empty(d.device_ids.clone()),
+                        capabilities: (!d.capabilities.is_empty())
+                            .then(|| vec![d.capabilities.clone()]),
+                        options: (!d.options.is_empty())
+                            .then(|| d.options.clone().into_iter().collect()),
+                    })
+                    .collect(),
+            ),
             cgroup_parent: s.cgroup_parent.clone(),
             userns_mode: s.userns_mode.clone(),
             ..Default::default()
@@ -568,20 +591,21 @@ impl ServiceCtx<'_> {
 
     /// `env_file` first, then `environment` over it, as Compose does. A bare `KEY`
     /// (take it from the shell) has no meaning on a node and is left out.
-    fn environment(&self, s: &dct::Service) -> Result<Vec<String>, String> {
+    fn environment(&self, s: &dct::Service, extras: &ServiceExtras) -> Result<Vec<String>, String> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
-        let files: Vec<&str> = match &s.env_file {
-            Some(dct::StringOrList::Simple(f)) => vec![f.as_str()],
-            Some(dct::StringOrList::List(fs)) => fs.iter().map(String::as_str).collect(),
-            None => Vec::new(),
-        };
-        for file in files {
-            let path = crate::config::stack_path(self.sources.compose_path, file)
-                .map_err(|why| format!("env_file `{file}` {why}"))?;
-            let text = self.sources.files.read(&path)?.ok_or_else(|| {
-                format!("env_file `{file}` does not exist in the fleet repository")
-            })?;
-            env.extend(parse_env_file(&text));
+        for file in &extras.env_files {
+            let name = &file.path;
+            let path = crate::config::stack_path(self.sources.compose_path, name)
+                .map_err(|why| format!("env_file `{name}` {why}"))?;
+            match self.sources.files.read(&path)? {
+                Some(text) => env.extend(parse_env_file(&text)),
+                None if !file.required => {}
+                None => {
+                    return Err(format!(
+                        "env_file `{name}` does not exist in the fleet repository"
+                    ));
+                }
+            }
         }
         match &s.environment {
             dct::Environment::List(list) => {
@@ -927,25 +951,6 @@ impl ServiceCtx<'_> {
 
 fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
     (!v.is_empty()).then_some(v)
-}
-
-/// Compose's `.env` syntax: `KEY=value`, `export KEY=value`, `#` comments, optional
-/// matching quotes around the value.
-pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let l = l.strip_prefix("export ").unwrap_or(l);
-            let (k, v) = l.split_once('=')?;
-            let v = v.trim();
-            let v = ['"', '\'']
-                .iter()
-                .find_map(|q| v.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
-                .unwrap_or(v);
-            Some((k.trim().to_string(), v.to_string()))
-        })
-        .collect()
 }
 
 /// Splits a command string into words as a POSIX shell would (quotes and backslashes),
@@ -1425,6 +1430,9 @@ fn compose_key(field: &str) -> &'static str {
         "HostConfig.DnsOptions" => "dns_opt",
         "HostConfig.GroupAdd" => "group_add",
         "HostConfig.OomScoreAdj" => "oom_score_adj",
+        "HostConfig.MemoryReservation" | "HostConfig.DeviceRequests" => {
+            "deploy.resources.reservations"
+        }
         "HostConfig.CgroupParent" => "cgroup_parent",
         "HostConfig.UsernsMode" => "userns_mode",
         "Domainname" => "domainname",
