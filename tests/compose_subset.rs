@@ -362,3 +362,54 @@ fn compose_services(text: &str) -> Vec<String> {
         .filter_map(|(k, _)| k.as_str().map(str::to_string))
         .collect()
 }
+
+/// `profiles` in fleet.toml pick the Compose profiles each node runs (node over batch
+/// over fleet; over `COMPOSE_PROFILES` in the environment), a service of another
+/// profile may still be pinned, and a `.env` beside the compose file feeds
+/// interpolation with the environment winning.
+#[test]
+fn profiles_come_from_fleet_toml_and_variables_from_dotenv() {
+    let digest = "a".repeat(64);
+    let pin = |s: &str| format!("{s} = \"registry.example.com/{s}@sha256:{digest}\"\n");
+    let repo = PublishedStack {
+        fleet_toml: format!(
+            "version = 1\n[fleet]\nname = \"demo\"\ncompose = \"stack/compose.yaml\"\nprofiles = [\"metrics\"]\n\
+             [images]\n{}{}{}\
+             [rollout]\nbatches = [\"kiosks\"]\n[batches.kiosks]\nnodes = [\"kiosk-*\"]\nprofiles = []\n\
+             [nodes.kiosk-debug]\nprofiles = [\"debug\", \"metrics\"]\n",
+            pin("web"),
+            pin("exporter"),
+            pin("shell")
+        ),
+        compose: "services:\n  web:\n    image: x\n    environment: [\"GREETING=${GREETING}\", \"TIER=${TIER}\"]\n  \
+                  exporter:\n    image: x\n    profiles: [metrics]\n  shell:\n    image: x\n    profiles: [debug]\n"
+            .into(),
+        dotenv: Some("GREETING=hello\nTIER=from-dotenv\n".into()),
+    };
+    let run = |node: &str| {
+        let vars = Interpolation {
+            env: BTreeMap::from([
+                ("TIER".to_string(), "from-env".to_string()),
+                ("COMPOSE_PROFILES".to_string(), "debug".to_string()),
+            ]),
+            node: NodeId(node.into()),
+            release: "0".repeat(40),
+        };
+        let loaded = load_repo(&repo, &vars).unwrap_or_else(|d| panic!("{d}"));
+        let env = format!(
+            "{:?}",
+            loaded.compose.compose.services.0["web"]
+                .as_ref()
+                .unwrap()
+                .environment
+        );
+        assert!(
+            env.contains("GREETING=hello") && env.contains("TIER=from-env"),
+            "{env}"
+        );
+        loaded.compose.service_names().join(" ")
+    };
+    assert_eq!(run("office-1"), "exporter web", "the fleet's profiles");
+    assert_eq!(run("kiosk-1"), "web", "the batch's: none");
+    assert_eq!(run("kiosk-debug"), "exporter shell web", "the node's own");
+}

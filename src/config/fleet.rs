@@ -272,6 +272,8 @@ pub struct Batch {
     pub name: String,
     pub patterns: Vec<NodePattern>,
     pub window: Window,
+    /// `profiles`: the Compose profiles this batch's nodes run, over the fleet's.
+    pub profiles: Option<Vec<String>>,
 }
 
 impl Batch {
@@ -350,6 +352,8 @@ pub struct NodeFacts {
     /// `key`: the node's SSH public key (OpenSSH format, checked when read); its status
     /// commits must carry its signature, or `status` marks its record (crate::trust).
     pub key: Option<String>,
+    /// `profiles`: the Compose profiles this node runs, over its batch's and the fleet's.
+    pub profiles: Option<Vec<String>>,
 }
 
 /// The facts of a node fleet.toml says nothing about.
@@ -358,6 +362,7 @@ const DEFAULT_NODE_FACTS: NodeFacts = NodeFacts {
     weight: 1,
     hold: false,
     key: None,
+    profiles: None,
 };
 
 impl Default for NodeFacts {
@@ -425,9 +430,22 @@ pub struct Fleet {
     pub nodes: BTreeMap<NodeId, NodeFacts>,
     pub health: BTreeMap<String, Vec<Probe>>,
     pub notify: Option<Notify>,
+    /// `[fleet] profiles`: the Compose profiles every node runs unless its batch or
+    /// its `[nodes.<id>]` says otherwise.
+    pub profiles: Option<Vec<String>>,
 }
 
 impl Fleet {
+    /// The Compose profiles `node` runs, when fleet.toml sets them anywhere: its own
+    /// `[nodes.<id>] profiles`, else its batch's, else the fleet's.
+    pub fn profiles_of(&self, node: &NodeId) -> Option<&[String]> {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.profiles.as_deref())
+            .or(self.batch_of(node).profiles.as_deref())
+            .or(self.profiles.as_deref())
+    }
+
     /// The index of the node's batch in rollout order: the first batch whose patterns
     /// match its id, else the final `rest` batch.
     pub fn batch_index_of(&self, node: &NodeId) -> usize {

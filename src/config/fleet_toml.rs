@@ -38,7 +38,7 @@ const TOP_KEYS: &[&str] = &[
     "health",
     "notify",
 ];
-const FLEET_KEYS: &[&str] = &["name", "compose", "status_branch", "policy"];
+const FLEET_KEYS: &[&str] = &["name", "compose", "status_branch", "policy", "profiles"];
 const ROLLOUT_KEYS: &[&str] = &[
     "batches",
     "monitor",
@@ -53,8 +53,8 @@ const ROLLOUT_KEYS: &[&str] = &[
     "self_heal",
 ];
 const WINDOW_KEYS: &[&str] = &["schedule", "duration"];
-const BATCH_KEYS: &[&str] = &["nodes", "window"];
-const NODE_KEYS: &[&str] = &["timezone", "weight", "hold", "key"];
+const BATCH_KEYS: &[&str] = &["nodes", "window", "profiles"];
+const NODE_KEYS: &[&str] = &["timezone", "weight", "hold", "key", "profiles"];
 const HEALTH_KEYS: &[&str] = &["http", "tcp", "command"];
 const NOTIFY_KEYS: &[&str] = &["url_env", "format", "events"];
 
@@ -162,6 +162,7 @@ pub fn read_fleet(root: &TableReader, diags: &mut Diagnostics) -> Option<(Fleet,
             nodes,
             health,
             notify,
+            profiles: fleet_table.as_ref().and_then(|t| read_profiles(t, diags)),
         },
         spans,
     ))
@@ -511,6 +512,7 @@ fn rest_batch(default_window: &Window) -> Batch {
         name: REST_BATCH.to_string(),
         patterns: vec![NodePattern::Glob("*".to_string())],
         window: default_window.clone(),
+        profiles: None,
     }
 }
 
@@ -613,6 +615,7 @@ fn read_batches(
             name: listed.value.clone(),
             patterns,
             window,
+            profiles: read_profiles(&b, diags),
         });
     }
     batches.push(rest_batch(default_window));
@@ -682,9 +685,34 @@ fn read_nodes(t: &TableReader, diags: &mut Diagnostics) -> BTreeMap<NodeId, Node
                 ),
             }
         }
+        facts.profiles = read_profiles(&n, diags);
         nodes.insert(NodeId(id.to_string()), facts);
     }
     nodes
+}
+
+/// `profiles = ["monitoring"]`: Compose profile names, as Compose spells them.
+fn read_profiles(t: &TableReader, diags: &mut Diagnostics) -> Option<Vec<String>> {
+    let list = t.strings("profiles", "[\"monitoring\"]", diags)?;
+    let mut profiles = Vec::new();
+    for p in list {
+        let mut chars = p.value.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if valid {
+            profiles.push(p.value);
+        } else {
+            diags.push(
+                t.error(
+                    "profiles",
+                    p.span,
+                    format!("`{}` is not a Compose profile name", p.value),
+                )
+                .help("use letters, digits, `_`, `.` and `-`, starting with a letter or digit"),
+            );
+        }
+    }
+    Some(profiles)
 }
 
 fn read_registries(t: &TableReader, diags: &mut Diagnostics) -> BTreeMap<String, Vec<String>> {

@@ -296,6 +296,10 @@ fn load_into(
         .unwrap_or_default();
     let mut env: BTreeMap<String, String> = dotenv.into_iter().collect();
     env.extend(vars.env.clone());
+    // The profiles fleet.toml gives this node win over the environment's.
+    if let Some(profiles) = fleet.profiles_of(&vars.node) {
+        env.insert("COMPOSE_PROFILES".into(), profiles.join(","));
+    }
     env.insert("GITFLEET_NODE".into(), vars.node.0.clone());
     env.insert("GITFLEET_BATCH".into(), batch.clone());
     env.insert("GITFLEET_RELEASE".into(), vars.release.clone());

@@ -32,12 +32,14 @@ pub fn fleet(batches: &[(&str, &[&str])]) -> Fleet {
             name: name.to_string(),
             patterns: patterns.iter().map(|p| NodePattern::parse(p)).collect(),
             window: Window::Always,
+            profiles: None,
         })
         .collect();
     list.push(Batch {
         name: REST_BATCH.into(),
         patterns: vec![NodePattern::Glob("*".into())],
         window: Window::Always,
+        profiles: None,
     });
     Fleet {
         name: "shop".into(),
@@ -51,6 +53,7 @@ pub fn fleet(batches: &[(&str, &[&str])]) -> Fleet {
         nodes: Default::default(),
         health: Default::default(),
         notify: None,
+        profiles: None,
     }
 }
 
