@@ -878,7 +878,11 @@ async fn an_agent_killed_during_a_status_push_or_the_gate_ends_converged_and_rep
     let gate_began = converged_at();
     // Killed again in the resumed gate: it kept the first gate's times.
     killed_at("during-monitor");
-    assert_eq!(converged_at(), gate_began, "the resumed gate keeps its deadline");
+    assert_eq!(
+        converged_at(),
+        gate_began,
+        "the resumed gate keeps its deadline"
+    );
     let (code, out) = fleet.agent_once_at(&url, &[]);
     assert_eq!(code, Some(0), "{out}");
     fleet.record_is(NodeState::Healthy, &third);
