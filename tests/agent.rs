@@ -860,7 +860,14 @@ async fn an_agent_killed_during_a_status_push_or_the_gate_ends_converged_and_rep
     // Killed while holding the gate: `monitoring` is on the remote with the gate's
     // deadline, and the gate is journaled. The restarted agent resumes that gate, with
     // the same deadline, and reports healthy.
-    let third = fleet.release(&images.healthy, &images.healthy_v2, "Third release");
+    // A monitor long enough that the restarted agent's first look is still inside it.
+    let third = fleet.release_stack(
+        &images.healthy,
+        &images.healthy_v2,
+        "monitor = \"8s\"\nhealth_timeout = \"60s\"\n",
+        STACK,
+        "Third release",
+    );
     killed_at("during-monitor");
     let monitoring = fleet.record_is(NodeState::Monitoring, &third);
     assert!(

@@ -240,6 +240,9 @@ fn fields(container: &Value, project: &str) -> BTreeMap<String, Value> {
 /// (`P-db-1:P-db-1`, `P-db-1:db_1`), names a user-defined network reaches anyway.
 fn deliberate(key: &str, compose: &Value, gitfleet: &Value) -> bool {
     key.ends_with(" links")
+        && gitfleet
+            .as_array()
+            .is_some_and(|g| g.contains(&Value::from("P-db-1:database")))
         && gitfleet.as_array().is_some_and(|g| {
             g.iter()
                 .all(|l| compose.as_array().is_some_and(|c| c.contains(l)))

@@ -407,7 +407,11 @@ fn profiles_come_from_fleet_toml_and_variables_from_dotenv() {
             env.contains("GREETING=hello") && env.contains("TIER=from-env"),
             "{env}"
         );
-        loaded.compose.service_names().join(" ")
+        // Every node names the release by the same image set, whatever it runs.
+        assert_eq!(loaded.images.0.len(), 3);
+        let running: Vec<String> = loaded.running_images().0.into_keys().collect();
+        assert_eq!(running, loaded.compose.service_names());
+        running.join(" ")
     };
     assert_eq!(run("office-1"), "exporter web", "the fleet's profiles");
     assert_eq!(run("kiosk-1"), "web", "the batch's: none");

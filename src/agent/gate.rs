@@ -24,6 +24,10 @@ pub trait GateLog {
     fn started(&mut self, run: &GateRun) -> impl Future<Output = ()>;
     /// The run moved on (the stack was first seen healthy together).
     fn progressed(&mut self, run: &GateRun);
+    /// The gate decided: there is nothing to resume any more, whether the commit or
+    /// the restore that follows completes or not (a crash then converges afresh, and
+    /// a new gate judges, rather than a resumed one passing what had failed).
+    fn decided(&mut self);
 }
 
 /// No journal: a rollback, a drift repair and `gitfleet apply` hold the gate without
@@ -31,11 +35,12 @@ pub trait GateLog {
 impl GateLog for () {
     async fn started(&mut self, _: &GateRun) {}
     fn progressed(&mut self, _: &GateRun) {}
+    fn decided(&mut self) {}
 }
 
 /// A release applied start to finish: converge, hold the gate (resuming `resume` when
-/// an earlier agent had begun it), then commit or restore. `Err` only when nothing was
-/// touched, or when a restore failed too.
+/// an earlier agent had begun it), then commit or restore. `Err` when nothing was
+/// touched, or when the commit or the restore failed.
 pub async fn apply<S: Stack>(
     stack: &S,
     release: &Release<'_>,
@@ -48,14 +53,17 @@ pub async fn apply<S: Stack>(
         Converged::Restored(failure) => return Ok(Outcome::Restored { failure }),
         Converged::Changed(applied) => applied,
     };
-    let mut run = resume.unwrap_or_else(|| GateRun::new(clock.now()));
-    log.started(&run).await;
     let settings = GateSettings {
         probes: release.probes,
         health_timeout: release.rollout.health_timeout,
         monitor: release.rollout.monitor,
     };
-    let verdict = hold(stack, release.spec, &settings, clock, &mut run, log).await;
+    // Watching starts before `monitoring` is reported: a restart during the push counts.
+    let mut watch = stack.watch_gate(release.spec, settings.probes).await;
+    let mut run = resume.unwrap_or_else(|| GateRun::new(clock.now()));
+    log.started(&run).await;
+    let verdict = step(&mut watch, &settings, clock, &mut run, log).await;
+    log.decided();
     stack.finish(&applied, verdict).await
 }
 
@@ -77,6 +85,17 @@ pub async fn hold<S: Stack>(
     log: &mut impl GateLog,
 ) -> Result<(), Failure> {
     let mut watch = stack.watch_gate(spec, settings.probes).await;
+    step(&mut watch, settings, clock, run, log).await
+}
+
+/// Judges each look of `watch` until the gate passes or fails.
+async fn step(
+    watch: &mut impl HealthWatch,
+    settings: &GateSettings<'_>,
+    clock: &dyn Clock,
+    run: &mut GateRun,
+    log: &mut impl GateLog,
+) -> Result<(), Failure> {
     let mut wait = Duration::ZERO;
     loop {
         let observed = watch.next(wait).await.map_err(Failure::Converge)?;

@@ -370,6 +370,13 @@ impl<G: ControlPlane, E: Stack, C: Clock> GateLog for Journal<'_, G, E, C> {
     fn progressed(&mut self, run: &GateRun) {
         self.save(run);
     }
+
+    fn decided(&mut self) {
+        self.seen.local.gate = None;
+        if let Err(e) = self.seen.local.save(&self.agent.settings.state_dir) {
+            tracing::warn!(error = %e, "the gate's end is not journaled");
+        }
+    }
 }
 
 impl Agent {
@@ -545,7 +552,8 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
                 seen.local.pulling(&references(&repo));
                 self.save(&seen.local)?;
                 let mut acted = decided;
-                if let Err(e) = self.engine.pull(&repo.images, &repo.fleet.registries).await {
+                let images = repo.running_images();
+                if let Err(e) = self.engine.pull(&images, &repo.fleet.registries).await {
                     acted.message = format!("{}; pre-pull failed: {e}", acted.message);
                 }
                 Ok(acted)
@@ -1208,7 +1216,7 @@ fn watch_local_branch(
 
 /// Every local reference the release's images may be known by (registry and mirrors).
 fn references(repo: &FleetRepo) -> Vec<String> {
-    repo.images
+    repo.running_images()
         .0
         .values()
         .flat_map(|image| {

@@ -126,7 +126,8 @@ pub struct ServiceExtras {
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
     pub oom_score_adj: Option<i64>,
-    /// `os/arch[/variant]`: checked, and the pinned digest decides what runs.
+    /// `os/arch[/variant]`: checked only. A node runs its own platform's image of the
+    /// pinned digest (an index digest resolves per node).
     pub platform: Option<String>,
     /// `env_file`, in order (short and long syntax).
     pub env_files: Vec<EnvFile>,
@@ -169,9 +170,10 @@ pub struct ComposeStack {
     pub service_configs: BTreeMap<String, Vec<FileMount>>,
     /// Service keys docker-compose-types lacks, by service.
     pub extras: BTreeMap<String, ServiceExtras>,
-    /// Services of the file this node does not run: outside the active profiles, or
-    /// `deploy.replicas: 0`.
-    pub inactive: Vec<String>,
+    /// Services of the file this node does not run (outside the active profiles, or
+    /// `deploy.replicas: 0`), with their own `image:`: still pinned, so every node of
+    /// a release agrees on its image set.
+    pub inactive: BTreeMap<String, Option<String>>,
     /// Positions of keys, by dotted path (`services.web.image`), for diagnostics.
     positions: BTreeMap<String, Position>,
 }
@@ -184,14 +186,26 @@ impl ComposeStack {
         names
     }
 
+    /// Every service of the file, those this node does not run included, sorted.
+    pub fn all_service_names(&self) -> Vec<&str> {
+        let mut names = self.service_names();
+        names.extend(self.inactive.keys().map(String::as_str));
+        names.sort_unstable();
+        names
+    }
+
     /// The service's own `image:` after interpolation, if any.
     pub fn image_of(&self, service: &str) -> Option<&str> {
-        self.compose
-            .services
-            .0
-            .get(service)
-            .and_then(|s| s.as_ref())
-            .and_then(|s| s.image.as_deref())
+        match self.inactive.get(service) {
+            Some(image) => image.as_deref(),
+            None => self
+                .compose
+                .services
+                .0
+                .get(service)
+                .and_then(|s| s.as_ref())
+                .and_then(|s| s.image.as_deref()),
+        }
     }
 
     /// Where a key (dotted path, e.g. `services.web.image`) is written in the file.
@@ -352,6 +366,7 @@ pub fn load(
         return None;
     }
     let inactive = drop_inactive(&mut value, vars);
+    check_needs_of_the_running(&ctx, &value, &inactive, diags);
     coerce_scalars(&mut value);
     let (configs, service_configs) = lift_configs(&ctx, &mut value, diags);
     let extras = lift_extras(&ctx, &mut value, diags);
@@ -844,7 +859,10 @@ fn interpolate_values(
 /// environment as Compose reads it), and those with `deploy.replicas: 0`. A container
 /// of such a service that runs is removed on the next converge, as any service that
 /// left the file.
-fn drop_inactive(value: &mut Value, vars: &BTreeMap<String, String>) -> Vec<String> {
+fn drop_inactive(
+    value: &mut Value,
+    vars: &BTreeMap<String, String>,
+) -> BTreeMap<String, Option<String>> {
     let active: Vec<&str> = vars
         .get("COMPOSE_PROFILES")
         .map(|p| {
@@ -855,9 +873,9 @@ fn drop_inactive(value: &mut Value, vars: &BTreeMap<String, String>) -> Vec<Stri
         })
         .unwrap_or_default();
     let Some(Value::Mapping(services)) = value.get_mut("services") else {
-        return Vec::new();
+        return BTreeMap::new();
     };
-    let mut dropped = Vec::new();
+    let mut dropped = BTreeMap::new();
     services.retain(|name, service| {
         let profiles: Vec<String> = service
             .get("profiles")
@@ -872,7 +890,8 @@ fn drop_inactive(value: &mut Value, vars: &BTreeMap<String, String>) -> Vec<Stri
             .and_then(whole_number);
         let runs = enabled && replicas != Some(0);
         if !runs {
-            dropped.push(key_str(name));
+            let image = service.get("image").and_then(Value::as_str);
+            dropped.insert(key_str(name), image.map(str::to_string));
         }
         runs
     });
@@ -882,6 +901,62 @@ fn drop_inactive(value: &mut Value, vars: &BTreeMap<String, String>) -> Vec<Stri
         }
     }
     dropped
+}
+
+/// A service that runs must not need one that does not (Compose refuses such a file
+/// too): `depends_on` (unless `required: false`), `links`, `network_mode: service:`.
+fn check_needs_of_the_running(
+    ctx: &Context,
+    value: &Value,
+    inactive: &BTreeMap<String, Option<String>>,
+    diags: &mut Diagnostics,
+) {
+    let Some(Value::Mapping(services)) = value.get("services") else {
+        return;
+    };
+    for (name, service) in services {
+        let name = key_str(name);
+        let mut needs: Vec<(&str, String)> = Vec::new();
+        match service.get("depends_on") {
+            Some(Value::Sequence(list)) => {
+                needs.extend(
+                    list.iter()
+                        .filter_map(scalar_text)
+                        .map(|d| ("depends_on", d)),
+                );
+            }
+            Some(Value::Mapping(map)) => needs.extend(
+                map.iter()
+                    .filter(|(_, v)| v.get("required").and_then(Value::as_bool) != Some(false))
+                    .map(|(k, _)| ("depends_on", key_str(k))),
+            ),
+            _ => {}
+        }
+        for link in service
+            .get("links")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(link) = scalar_text(link) {
+                let target = link.split_once(':').map_or(link.as_str(), |(s, _)| s);
+                needs.push(("links", target.to_string()));
+            }
+        }
+        if let Some(mode) = service.get("network_mode").and_then(Value::as_str)
+            && let Some(other) = mode.strip_prefix("service:")
+        {
+            needs.push(("network_mode", other.to_string()));
+        }
+        for (key, needed) in needs.into_iter().filter(|(_, n)| inactive.contains_key(n)) {
+            let path = format!("services.{name}.{key}");
+            diags.push(ctx.error(
+                &path,
+                format!("`{name}` needs `{needed}`, which does not run on this node (its profiles are not active, or `deploy.replicas` is 0)"),
+                format!("activate `{needed}`'s profile for this node (fleet.toml `profiles`), give `{name}` the same profiles, or write `required: false` under depends_on"),
+            ));
+        }
+    }
 }
 
 /// Compose reads a value interpolation made text as the type its key takes
@@ -959,7 +1034,7 @@ fn lift_extras(
             diags.push(ctx.error(&path, format!("`{path}` must be {what}"), help));
         };
         if let Some((path, v)) = take("pids_limit") {
-            match v.as_i64() {
+            match whole_number(&v) {
                 Some(n) => extras.pids_limit = Some(n),
                 None => wrong(
                     path,
@@ -969,7 +1044,7 @@ fn lift_extras(
             }
         }
         if let Some((path, v)) = take("oom_score_adj") {
-            match v.as_i64().filter(|n| (-1000..=1000).contains(n)) {
+            match whole_number(&v).filter(|n| (-1000..=1000).contains(n)) {
                 Some(n) => extras.oom_score_adj = Some(n),
                 None => wrong(
                     path,
@@ -1128,6 +1203,8 @@ fn lift_deploy(
                 .collect()
         };
         let count = match device.get("count") {
+            // Unset: every device, unless `device_ids` names them (Compose spec).
+            None if device.get("device_ids").is_none() => Some(-1),
             None => None,
             Some(Value::String(all)) if all == "all" => Some(-1),
             Some(n) => match whole_number(n) {
@@ -1428,7 +1505,8 @@ secrets:
         let (stack, diags) = load_text(text);
         let stack = stack.unwrap_or_else(|| panic!("{diags}"));
         assert_eq!(stack.service_names(), ["web"]);
-        assert_eq!(stack.inactive, ["debug", "off"]);
+        assert_eq!(stack.inactive.keys().collect::<Vec<_>>(), ["debug", "off"]);
+        assert_eq!(stack.all_service_names(), ["debug", "off", "web"]);
         let web = stack.compose.services.0["web"].as_ref().unwrap();
         assert_eq!(web.restart.as_deref(), Some("always"));
         assert!(web.init && !web.read_only);
@@ -1458,6 +1536,15 @@ secrets:
         let stack = load(&SourceFile::new("c.yaml", text), &vars, &mut diags).unwrap();
         assert_eq!(stack.service_names(), ["debug", "web"]);
 
+        let (_, diags) = load_text(
+            "services:\n  web:\n    image: x\n    depends_on: [debug]\n  debug:\n    image: x\n    profiles: [debug]\n",
+        );
+        assert!(
+            diags
+                .to_string()
+                .contains("`web` needs `debug`, which does not run on this node"),
+            "{diags}"
+        );
         let (_, diags) = load_text("services:\n  web:\n    image: x\n    deploy: {replicas: 3}\n");
         assert!(
             diags.to_string().contains("one container per service"),

@@ -209,6 +209,21 @@ pub struct FleetRepo {
     pub images: ImageSet,
 }
 
+impl FleetRepo {
+    /// The images this node runs and pulls: the pinned set without the services
+    /// outside its active profiles. The set's id stays the whole release's.
+    pub fn running_images(&self) -> ImageSet {
+        ImageSet(
+            self.images
+                .0
+                .iter()
+                .filter(|(service, _)| !self.compose.inactive.contains_key(*service))
+                .map(|(service, image)| (service.clone(), image.clone()))
+                .collect(),
+        )
+    }
+}
+
 /// Reads and validates a whole fleet repository, reporting every problem at once.
 pub fn load_repo(files: &dyn RepoFiles, vars: &Interpolation) -> Result<FleetRepo, Diagnostics> {
     let mut diags = Diagnostics::default();
@@ -317,7 +332,7 @@ fn load_into(
     for (service, probes) in &fleet.health {
         if !probes.is_empty()
             && stack.image_of(service).is_none()
-            && !stack.service_names().contains(&service.as_str())
+            && !stack.all_service_names().contains(&service.as_str())
         {
             diags.push(at_key(
                 &format!("health.{service}"),
@@ -331,7 +346,7 @@ fn load_into(
                 )
                 .help(format!(
                     "services are: {}",
-                    stack.service_names().join(", ")
+                    stack.all_service_names().join(", ")
                 )),
             ));
         }
@@ -363,10 +378,11 @@ fn pin_every_service(
     spans: &fleet_toml::Spans,
     diags: &mut Diagnostics,
 ) -> ImageSet {
-    let services = stack.service_names();
-    // A service outside the active profiles may be pinned: another node runs it.
+    // Services this node does not run are pinned too: the image set, a release's
+    // identity in every record, must be the same on every node.
+    let services = stack.all_service_names();
     for service in fleet.images.keys() {
-        if !services.contains(&service.as_str()) && !stack.inactive.contains(service) {
+        if !services.contains(&service.as_str()) {
             let key = format!("images.{service}");
             let mut d = Diagnostic::new(
                 FLEET_TOML,

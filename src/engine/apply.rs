@@ -3,8 +3,8 @@
 //! (`engine::gate::GateWatch` observes); then commit (remove what was replaced) or
 //! restore (put the previous containers back) ([`finish`]).
 //!
-//! Crash safety needs no separate journal: a replaced container is renamed, not removed,
-//! until the gate passes. Started again after a crash at any step, `converge` runs
+//! The engine is the converge's journal: a replaced container is renamed, not removed,
+//! until the gate passes (the agent journals only the gate's times). Started again after a crash at any step, `converge` runs
 //! again (idempotently) and finds the previous containers, which the gate's verdict
 //! then commits or restores.
 
@@ -19,7 +19,8 @@ use crate::failpoint;
 /// Everything one release needs from the fleet repository.
 pub struct Release<'a> {
     pub spec: &'a ProjectSpec,
-    pub images: &'a ImageSet,
+    /// The images the node runs (pulled before the converge).
+    pub images: ImageSet,
     pub registries: &'a BTreeMap<String, Vec<String>>,
     pub rollout: &'a Rollout,
     pub probes: &'a BTreeMap<String, Vec<Probe>>,
@@ -30,7 +31,7 @@ impl<'a> Release<'a> {
     pub fn of(spec: &'a ProjectSpec, repo: &'a crate::config::FleetRepo) -> Self {
         Release {
             spec,
-            images: &repo.images,
+            images: repo.running_images(),
             registries: &repo.fleet.registries,
             rollout: &repo.fleet.rollout,
             probes: &repo.fleet.health,
@@ -88,7 +89,7 @@ pub async fn converge(
     engine: &DockerEngine,
     release: &Release<'_>,
 ) -> Result<Converged, EngineError> {
-    let local = converge::pull_all(engine, release.images, release.registries).await?;
+    let local = converge::pull_all(engine, &release.images, release.registries).await?;
     failpoint::at("after-pull");
     let options = ConvergeOptions {
         order: release.rollout.order,

@@ -39,8 +39,9 @@ pub struct GateWatch<'a> {
     stack: Observer<'a>,
     events: Events,
     events_ended: bool,
-    /// The last observation, one entry per service; empty before the first look.
+    /// The last observation, one entry per service.
     observed: Vec<ServiceHealth>,
+    looked: bool,
 }
 
 /// What a look at the stack needs.
@@ -72,6 +73,7 @@ impl<'a> GateWatch<'a> {
             events,
             events_ended: false,
             observed: Vec::new(),
+            looked: false,
         }
     }
 
@@ -80,7 +82,8 @@ impl<'a> GateWatch<'a> {
     /// looked at again.
     pub async fn next(&mut self, wait: Duration) -> Result<Vec<ServiceHealth>, EngineError> {
         let everything: Vec<usize> = (0..self.stack.services.len()).collect();
-        if self.observed.is_empty() {
+        if !self.looked {
+            self.looked = true;
             self.observed = self
                 .stack
                 .observe(everything)

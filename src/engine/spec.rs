@@ -406,11 +406,11 @@ impl ServiceCtx<'_> {
                 err(e);
                 None
             });
-        // `restart` wins over `deploy.restart_policy`, as under `docker compose`.
-        let restart = s
-            .restart
+        // `deploy.restart_policy` wins over `restart`, as under `docker compose`.
+        let restart = extras
+            .deploy_restart
             .as_deref()
-            .or(extras.deploy_restart.as_deref())
+            .or(s.restart.as_deref())
             .map(restart_policy)
             .transpose()
             .unwrap_or_else(|e| {
