@@ -1100,6 +1100,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
                 decision = tracing::field::Empty,
             );
             let started = std::time::Instant::now();
+            let began = self.clock.now();
             let (next, project) = async {
                 let result = self.reconcile().await;
                 let state = result.as_ref().ok().map(|r| r.state);
@@ -1136,7 +1137,9 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
                 let Some(project) = project else {
                     return std::future::pending().await;
                 };
-                let mut events = Box::pin(self.engine.events(&project));
+                // Replayed from the reconcile's start: a container removed between its
+                // last look and this subscription still wakes the loop.
+                let mut events = Box::pin(self.engine.events(&project, began));
                 while let Some(event) = events.next().await {
                     let action = event.ok().and_then(|e| e.action).unwrap_or_default();
                     if matches!(action.as_str(), "die" | "destroy") {

@@ -208,9 +208,11 @@ impl DockerEngine {
     }
 
     /// The engine's events for the project's containers (start, die, health_status, …).
+    /// The project's container events from now on, or replayed from `since`.
     pub fn project_events(
         &self,
         project: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> impl Stream<Item = Result<EventMessage, EngineError>> + use<> {
         let filters = HashMap::from([
             (
@@ -222,6 +224,8 @@ impl DockerEngine {
         self.client
             .events(Some(EventsOptions {
                 filters: Some(filters),
+                since: since
+                    .map(|t| format!("{}.{:09}", t.timestamp(), t.timestamp_subsec_nanos())),
                 ..Default::default()
             }))
             .map_err(|e| api("stream events")(e))

@@ -62,7 +62,7 @@ impl<'a> GateWatch<'a> {
         spec: &'a ProjectSpec,
         probes: &'a BTreeMap<String, Vec<Probe>>,
     ) -> Self {
-        let events: Events = Box::pin(engine.project_events(&spec.project));
+        let events: Events = Box::pin(engine.project_events(&spec.project, None));
         GateWatch {
             stack: Observer {
                 engine,

@@ -17,6 +17,8 @@ use futures_util::Stream;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::fleet::{ImageSet, Probe};
 use crate::core::gate::ServiceHealth;
 use apply::{Converged, Failure, Outcome, Release};
@@ -67,10 +69,11 @@ pub trait Stack: Send + Sync {
     /// Removes a local image gitfleet pulled.
     fn remove_image(&self, reference: &str)
     -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// The engine's events for the project's containers.
+    /// The engine's events for the project's containers, from `since` on.
     fn events(
         &self,
         project: &str,
+        since: DateTime<Utc>,
     ) -> impl Stream<Item = Result<EventMessage, EngineError>> + Send + 'static;
 }
 
@@ -131,7 +134,8 @@ impl Stack for DockerEngine {
     fn events(
         &self,
         project: &str,
+        since: DateTime<Utc>,
     ) -> impl Stream<Item = Result<EventMessage, EngineError>> + Send + 'static {
-        self.project_events(project)
+        self.project_events(project, Some(since))
     }
 }
