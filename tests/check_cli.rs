@@ -245,6 +245,59 @@ const VARIANTS: &[Variant] = &[
         expect: &["`batches.eu.nodes`", "has no nodes"],
         at: None,
     },
+    // Values only the engine used to parse, once every node had merged the release.
+    Variant {
+        name: "a stop grace period no engine takes",
+        file: "stack/compose.yaml",
+        from: "    stop_grace_period: 30s",
+        to: "    stop_grace_period: forever",
+        expect: &[
+            "`services.api.stop_grace_period`",
+            "`forever` is not a duration",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "a port no engine takes",
+        file: "stack/compose.yaml",
+        from: "      - \"8080:8080\"",
+        to: "      - \"80x80:80\"",
+        expect: &["`services.web.ports.0`", "`80x80:80` is not"],
+        at: None,
+    },
+    Variant {
+        name: "a memory limit no engine takes",
+        file: "stack/compose.yaml",
+        from: "          memory: 512M",
+        to: "          memory: lots",
+        expect: &[
+            "`services.api.deploy.resources.limits.memory`",
+            "`lots` has an unknown size unit",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "a healthcheck interval no engine takes",
+        file: "stack/compose.yaml",
+        from: "      interval: 5s",
+        to: "      interval: soon",
+        expect: &[
+            "`services.db.healthcheck.interval`",
+            "`soon` is not a duration",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "a volume that is not declared",
+        file: "stack/compose.yaml",
+        from: "      - db-data:/var/lib/postgresql/data",
+        to: "      - dbdata:/var/lib/postgresql/data",
+        expect: &[
+            "`services.db.volumes.0`",
+            "volume `dbdata` is not declared under top-level `volumes`",
+        ],
+        at: None,
+    },
     Variant {
         name: "unsupported compose key",
         file: "stack/compose.yaml",

@@ -21,7 +21,8 @@ use futures_util::future::join_all;
 
 use super::docker::{DockerEngine, EngineError};
 use super::plan::{NEXT_SUFFIX, Observed, PREVIOUS_SUFFIX, Plan, ServiceAction, plan};
-use super::spec::{Condition, ProjectSpec, ServiceSpec, start_order};
+use super::spec::{ProjectSpec, ServiceSpec, start_order};
+use crate::config::compose::values::Condition;
 use crate::config::fleet::{ImageSet, PinnedImage, UpdateOrder};
 use crate::failpoint;
 

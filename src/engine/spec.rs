@@ -1,4 +1,4 @@
-//! What the engine is asked to create: the compose stack translated, purely, into
+//! What the engine is asked to create: the typed compose model translated, purely, into
 //! container bodies for the Docker Engine API, with Compose's names and labels and a hash
 //! of each service's effective configuration.
 //!
@@ -12,14 +12,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointSettings, HealthConfig, HostConfig,
-    HostConfigLogConfig, Mount, MountType, NetworkingConfig, PortBinding, ResourcesUlimits,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, EndpointIpamConfig, EndpointSettings,
+    HealthConfig, HostConfig, HostConfigLogConfig, Mount, MountType, NetworkingConfig, PortBinding,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 use docker_compose_types as dct;
 use sha2::{Digest as _, Sha256};
 
 use crate::config::RepoFiles;
+use crate::config::compose::values::{Condition, Dependency};
+use crate::config::compose::values::{
+    Healthcheck, Link, MountKind, Network, Restart, ServiceValues, VolumeMount,
+};
 use crate::config::compose::{ComposeStack, ServiceExtras};
 use crate::config::fleet::{ImageSet, PinnedImage, hex};
 use crate::config::interpolate::parse_env_file;
@@ -35,20 +39,6 @@ pub const CONFIG_PARTS_LABEL: &str = "dev.gitfleet.config-parts";
 /// The Compose version gitfleet's labels follow (docker-compose 1.x warns on, but lists,
 /// other versions).
 pub const COMPOSE_VERSION: &str = "1.29.2";
-
-/// When a dependent service may start (Compose's `depends_on` conditions).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Condition {
-    Started,
-    Healthy,
-    CompletedSuccessfully,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Dependency {
-    pub service: String,
-    pub condition: Condition,
-}
 
 /// One service, ready to create.
 #[derive(Clone, Debug, PartialEq)]
@@ -138,9 +128,9 @@ impl Sources<'_> {
     }
 }
 
-/// Translates the stack; every problem is collected (they are defence in depth:
-/// validation refused them earlier).
-/// A value of the compose file the engine cannot be given, by service.
+/// A reference of the compose file the engine cannot be given, by service. The model
+/// (`config::compose::values`) already refused every such file; these are defence in
+/// depth, and the reading of `env_file`s, which goes through the repository.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecError {
     pub service: String,
@@ -162,6 +152,7 @@ pub fn joined(errors: &[SpecError]) -> String {
         .join("; ")
 }
 
+/// Translates the stack's typed model into create bodies; every problem is collected.
 pub fn project_spec(
     project: &str,
     stack: &ComposeStack,
@@ -358,36 +349,16 @@ impl ServiceCtx<'_> {
         if s.privileged || s.pid.is_some() || s.ipc.is_some() {
             err("uses a key gitfleet does not honour (privileged, pid or ipc)".to_string());
         }
-        let extras = self
-            .stack
-            .extras
-            .get(self.name)
-            .cloned()
-            .unwrap_or_default();
-        let memory_reservation = match extras.memory_reservation.as_deref().map(bytes).transpose() {
-            Ok(size) => size,
-            Err(e) => {
-                err(format!("deploy.resources.reservations.memory: {e}"));
-                None
-            }
-        };
-        let shm_size = match s.shm_size.as_deref().map(bytes).transpose() {
-            Ok(size) => size,
-            Err(e) => {
-                err(format!("shm_size: {e}"));
-                None
-            }
-        };
+        let no_extras = ServiceExtras::default();
+        let extras = self.stack.extras.get(self.name).unwrap_or(&no_extras);
+        let no_values = ServiceValues::default();
+        let values = self.stack.values.get(self.name).unwrap_or(&no_values);
         let container_name = container_name(self.project, self.name, s.container_name.as_deref());
-        let env = self.environment(s, &extras).unwrap_or_else(|e| {
+        let env = self.environment(s, extras).unwrap_or_else(|e| {
             err(e);
             Vec::new()
         });
-        let (exposed, port_bindings) = ports(s).unwrap_or_else(|e| {
-            err(e);
-            (Vec::new(), HashMap::new())
-        });
-        let mounts = self.mounts(s).unwrap_or_else(|e| {
+        let mounts = self.mounts(values).unwrap_or_else(|e| {
             err(e);
             Vec::new()
         });
@@ -397,53 +368,12 @@ impl ServiceCtx<'_> {
             .filter_map(|m| m.source.as_deref().map(PathBuf::from))
             .filter(|source| source.starts_with(self.sources.host_dir))
             .collect();
-        let healthcheck = s
-            .healthcheck
-            .as_ref()
-            .map(healthcheck)
-            .transpose()
-            .unwrap_or_else(|e| {
+        let (network_mode, first_network, extra_networks) =
+            self.networks(&values.network).unwrap_or_else(|e| {
                 err(e);
-                None
+                (None, None, Vec::new())
             });
-        // `deploy.restart_policy` wins over `restart`, as under `docker compose`.
-        let restart = extras
-            .deploy_restart
-            .as_deref()
-            .or(s.restart.as_deref())
-            .map(restart_policy)
-            .transpose()
-            .unwrap_or_else(|e| {
-                err(e);
-                None
-            });
-        let stop_timeout = match s.stop_grace_period.as_deref().map(go_duration).transpose() {
-            Ok(d) => d,
-            Err(e) => {
-                err(format!("stop_grace_period: {e}"));
-                None
-            }
-        };
-        let (nano_cpus, memory) = limits(s).unwrap_or_else(|e| {
-            err(e);
-            (None, None)
-        });
-        let (network_mode, first_network, extra_networks) = self.networks(s).unwrap_or_else(|e| {
-            err(e);
-            (None, None, Vec::new())
-        });
-        let (first_network, links) = self.links(s, first_network).unwrap_or_else(|e| {
-            err(e);
-            (None, Vec::new())
-        });
-        let depends_on = self.depends_on(s, &links).unwrap_or_else(|e| {
-            err(e);
-            Vec::new()
-        });
-        let ulimits = ulimits(&s.ulimits).unwrap_or_else(|e| {
-            err(e);
-            Vec::new()
-        });
+        let first_network = self.links(&values.links, first_network);
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -476,18 +406,33 @@ impl ServiceCtx<'_> {
                     .to_string(),
             ),
         ]);
+        let (exposed, port_bindings) = ports(values);
         let host_config = HostConfig {
             mounts: non_empty(mounts),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-            restart_policy: restart,
+            restart_policy: values.restart.map(restart_policy),
             init: s.init.then_some(true),
             cap_add: non_empty(s.cap_add.clone()),
             cap_drop: non_empty(s.cap_drop.clone()),
             readonly_rootfs: s.read_only.then_some(true),
-            tmpfs: tmpfs(s.tmpfs.as_ref()),
+            tmpfs: values
+                .tmpfs
+                .as_ref()
+                .map(|t| t.clone().into_iter().collect()),
             network_mode,
-            sysctls: sysctls(&s.sysctls),
-            ulimits: non_empty(ulimits),
+            sysctls: (!values.sysctls.is_empty())
+                .then(|| values.sysctls.clone().into_iter().collect()),
+            ulimits: non_empty(
+                values
+                    .ulimits
+                    .iter()
+                    .map(|u| ResourcesUlimits {
+                        name: Some(u.name.clone()),
+                        soft: Some(u.soft),
+                        hard: Some(u.hard),
+                    })
+                    .collect(),
+            ),
             log_config: s.logging.as_ref().map(|l| HostConfigLogConfig {
                 typ: l.driver.clone(),
                 config: l
@@ -496,19 +441,29 @@ impl ServiceCtx<'_> {
                     .map(|o| o.iter().map(|(k, v)| (k.clone(), v.to_string())).collect()),
             }),
             security_opt: non_empty(s.security_opt.clone()),
-            devices: non_empty(s.devices.iter().map(|d| device(d)).collect()),
+            devices: non_empty(
+                values
+                    .devices
+                    .iter()
+                    .map(|d| DeviceMapping {
+                        path_on_host: Some(d.host.clone()),
+                        path_in_container: Some(d.container.clone()),
+                        cgroup_permissions: Some(d.permissions.clone()),
+                    })
+                    .collect(),
+            ),
             extra_hosts: non_empty(
                 s.extra_hosts
                     .iter()
                     .map(|h| h.replacen('=', ":", 1))
                     .collect(),
             ),
-            nano_cpus,
-            memory,
+            nano_cpus: values.nano_cpus,
+            memory: values.memory,
             pids_limit: extras.pids_limit,
-            shm_size,
-            dns: non_empty(extras.dns),
-            dns_search: non_empty(extras.dns_search),
+            shm_size: values.shm_size,
+            dns: non_empty(extras.dns.clone()),
+            dns_search: non_empty(extras.dns_search.clone()),
             dns_options: non_empty(s.dns_opt.clone()),
             group_add: non_empty(
                 s.group_add
@@ -520,7 +475,7 @@ impl ServiceCtx<'_> {
                     .collect(),
             ),
             oom_score_adj: extras.oom_score_adj,
-            memory_reservation,
+            memory_reservation: values.memory_reservation,
             device_requests: non_empty(
                 extras
                     .device_requests
@@ -547,18 +502,12 @@ impl ServiceCtx<'_> {
             user: s.user.clone(),
             working_dir: s.working_dir.clone(),
             env: non_empty(env),
-            cmd: s.command.as_ref().map(|c| match c {
-                dct::Command::Simple(text) => shell_words(text),
-                dct::Command::Args(args) => args.clone(),
-            }),
-            entrypoint: s.entrypoint.as_ref().map(|e| match e {
-                dct::Entrypoint::Simple(text) => shell_words(text),
-                dct::Entrypoint::List(args) => args.clone(),
-            }),
+            cmd: values.command.clone(),
+            entrypoint: values.entrypoint.clone(),
             exposed_ports: non_empty(exposed),
-            healthcheck,
+            healthcheck: values.healthcheck.as_ref().map(healthcheck),
             stop_signal: s.stop_signal.clone(),
-            stop_timeout: stop_timeout.map(|d| d.as_secs() as i64),
+            stop_timeout: values.stop_grace_period.map(|d| d.as_secs() as i64),
             tty: s.tty.then_some(true),
             open_stdin: s.stdin_open.then_some(true),
             labels: Some(labels.into_iter().collect()),
@@ -581,9 +530,9 @@ impl ServiceCtx<'_> {
             image: image.clone(),
             create,
             extra_networks,
-            depends_on,
+            depends_on: values.depends_on.clone(),
             config_hash,
-            stop_timeout,
+            stop_timeout: values.stop_grace_period,
             job: false,
             host_dirs,
         })
@@ -626,61 +575,14 @@ impl ServiceCtx<'_> {
         Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
     }
 
-    fn mounts(&self, s: &dct::Service) -> Result<Vec<Mount>, String> {
+    /// Volumes, then `secrets` and `configs` files (bind-mounted read-only).
+    fn mounts(&self, values: &ServiceValues) -> Result<Vec<Mount>, String> {
         let mut mounts = Vec::new();
-        for volume in &s.volumes {
-            mounts.push(match volume {
-                dct::Volumes::Simple(text) => self.short_volume(text)?,
-                dct::Volumes::Advanced(v) => self.long_volume(v)?,
-            });
+        for volume in &values.volumes {
+            mounts.push(self.volume(volume)?);
         }
-        let secrets: Vec<(String, Option<String>)> = match &s.secrets {
-            Some(dct::Secrets::Simple(names)) => names.iter().map(|n| (n.clone(), None)).collect(),
-            Some(dct::Secrets::Advanced(list)) => list
-                .iter()
-                .map(|a| (a.source.clone(), a.target.clone()))
-                .collect(),
-            None => Vec::new(),
-        };
-        for (name, target) in secrets {
-            let file = match self
-                .stack
-                .compose
-                .secrets
-                .as_ref()
-                .and_then(|all| all.0.get(&name))
-            {
-                Some(Some(dct::ComposeSecret::File(file))) => file,
-                _ => {
-                    return Err(format!(
-                        "secret `{name}` has no `file:` source under top-level `secrets`"
-                    ));
-                }
-            };
-            let target = match target {
-                Some(t) if t.starts_with('/') => t,
-                Some(t) => format!("/run/secrets/{t}"),
-                None => format!("/run/secrets/{name}"),
-            };
-            mounts.push(self.file_mount(file, target));
-        }
-        for config in self
-            .stack
-            .service_configs
-            .get(self.name)
-            .into_iter()
-            .flatten()
-        {
-            let file = self
-                .stack
-                .configs
-                .get(&config.source)
-                .ok_or_else(|| format!("config `{}` is not defined", config.source))?;
-            let target = config
-                .target
-                .clone()
-                .unwrap_or_else(|| format!("/{}", config.source));
-            mounts.push(self.file_mount(file, target));
+        for file in &values.files {
+            mounts.push(self.file_mount(&file.file, file.target.clone()));
         }
         Ok(mounts)
     }
@@ -702,79 +604,28 @@ impl ServiceCtx<'_> {
             .ok_or_else(|| format!("volume `{key}` is not declared under top-level `volumes`"))
     }
 
-    /// `[source:]target[:mode]`: a bind when the source is a path, else a named volume;
-    /// just `target` is an anonymous volume.
-    fn short_volume(&self, text: &str) -> Result<Mount, String> {
-        let parts: Vec<&str> = text.split(':').collect();
-        let (source, target, mode) = match parts.as_slice() {
-            [target] => (None, *target, None),
-            [source, target] => (Some(*source), *target, None),
-            [source, target, mode] => (Some(*source), *target, Some(*mode)),
-            _ => return Err(format!("volume `{text}` is not `source:target[:mode]`")),
-        };
-        let read_only = mode.is_some_and(|m| m.split(',').any(|o| o == "ro"));
-        let mount = match source {
-            None => Mount {
-                typ: Some(MountType::VOLUME),
-                target: Some(target.to_string()),
-                ..Default::default()
-            },
-            Some(src) if src.starts_with(['/', '.', '~']) => Mount {
-                typ: Some(MountType::BIND),
-                source: Some(self.bind_source(src)),
-                target: Some(target.to_string()),
-                ..Default::default()
-            },
-            Some(name) => Mount {
-                typ: Some(MountType::VOLUME),
-                source: Some(self.named_volume(name)?),
-                target: Some(target.to_string()),
-                ..Default::default()
-            },
+    fn volume(&self, v: &VolumeMount) -> Result<Mount, String> {
+        let (typ, source, tmpfs_options) = match &v.kind {
+            MountKind::Bind(path) => (MountType::BIND, Some(self.bind_source(path)), None),
+            MountKind::Named(key) => (MountType::VOLUME, Some(self.named_volume(key)?), None),
+            MountKind::Anonymous => (MountType::VOLUME, None, None),
+            MountKind::Tmpfs { size } => (
+                MountType::TMPFS,
+                None,
+                size.map(|size| bollard::models::MountTmpfsOptions {
+                    size_bytes: Some(size),
+                    ..Default::default()
+                }),
+            ),
         };
         Ok(Mount {
-            read_only: read_only.then_some(true),
-            ..mount
-        })
-    }
-
-    fn long_volume(&self, v: &dct::AdvancedVolumes) -> Result<Mount, String> {
-        let mut mount = Mount {
+            typ: Some(typ),
+            source,
             target: Some(v.target.clone()),
             read_only: v.read_only.then_some(true),
+            tmpfs_options,
             ..Default::default()
-        };
-        match v._type.as_str() {
-            "bind" => {
-                mount.typ = Some(MountType::BIND);
-                let src = v.source.as_deref().ok_or("a bind volume needs `source`")?;
-                mount.source = Some(self.bind_source(src));
-            }
-            "volume" => {
-                mount.typ = Some(MountType::VOLUME);
-                mount.source = v
-                    .source
-                    .as_deref()
-                    .map(|s| self.named_volume(s))
-                    .transpose()?;
-            }
-            "tmpfs" => {
-                mount.typ = Some(MountType::TMPFS);
-                mount.tmpfs_options =
-                    v.tmpfs
-                        .as_ref()
-                        .map(|t| bollard::models::MountTmpfsOptions {
-                            size_bytes: i64::try_from(t.size).ok(),
-                            ..Default::default()
-                        });
-            }
-            other => {
-                return Err(format!(
-                    "volume type `{other}` is not supported (bind, volume, tmpfs)"
-                ));
-            }
-        }
-        Ok(mount)
+        })
     }
 
     fn bind_source(&self, src: &str) -> String {
@@ -800,7 +651,7 @@ impl ServiceCtx<'_> {
     #[allow(clippy::type_complexity)]
     fn networks(
         &self,
-        s: &dct::Service,
+        network: &Network,
     ) -> Result<
         (
             Option<String>,
@@ -809,143 +660,80 @@ impl ServiceCtx<'_> {
         ),
         String,
     > {
-        if let Some(mode) = &s.network_mode {
-            let mode = match mode.strip_prefix("service:") {
-                Some(other) => {
-                    let explicit = self
-                        .stack
-                        .compose
-                        .services
-                        .0
-                        .get(other)
-                        .and_then(|o| o.as_ref())
-                        .and_then(|o| o.container_name.as_deref());
-                    format!(
-                        "container:{}",
-                        container_name(self.project, other, explicit)
-                    )
-                }
-                None => mode.clone(),
-            };
-            return Ok((Some(mode), None, Vec::new()));
-        }
-        let endpoint = |aliases: &[String]| EndpointSettings {
-            aliases: Some(
-                std::iter::once(self.name.to_string())
-                    .chain(aliases.iter().cloned())
-                    .collect(),
-            ),
-            ..Default::default()
-        };
-        let mut list: Vec<(String, EndpointSettings)> = match &s.networks {
-            dct::Networks::Simple(names) if names.is_empty() => {
-                vec![(self.network_name("default")?, endpoint(&[]))]
+        let endpoints = match network {
+            Network::Mode(mode) => return Ok((Some(mode.clone()), None, Vec::new())),
+            Network::Service(other) => {
+                let explicit = self
+                    .stack
+                    .compose
+                    .services
+                    .0
+                    .get(other)
+                    .and_then(|o| o.as_ref())
+                    .and_then(|o| o.container_name.as_deref());
+                let name = container_name(self.project, other, explicit);
+                return Ok((Some(format!("container:{name}")), None, Vec::new()));
             }
-            dct::Networks::Simple(names) => names
-                .iter()
-                .map(|n| Ok((self.network_name(n)?, endpoint(&[]))))
-                .collect::<Result<_, String>>()?,
-            dct::Networks::Advanced(map) => {
-                let mut keys: Vec<&String> = map.0.keys().collect();
-                keys.sort();
-                keys.into_iter()
-                    .map(|k| {
-                        let aliases = match &map.0[k] {
-                            dct::MapOrEmpty::Map(settings) => settings.aliases.clone(),
-                            dct::MapOrEmpty::Empty => Vec::new(),
-                        };
-                        Ok((self.network_name(k)?, endpoint(&aliases)))
-                    })
-                    .collect::<Result<_, String>>()?
-            }
+            Network::Joined(endpoints) => endpoints,
         };
-        let first = list.remove(0);
-        let mode = first.0.clone();
-        Ok((Some(mode), Some(first), list))
+        let list = endpoints
+            .iter()
+            .map(|e| {
+                let ipam = (e.ipv4_address.is_some() || e.ipv6_address.is_some()).then(|| {
+                    EndpointIpamConfig {
+                        ipv4_address: e.ipv4_address.clone(),
+                        ipv6_address: e.ipv6_address.clone(),
+                        ..Default::default()
+                    }
+                });
+                let endpoint = EndpointSettings {
+                    aliases: Some(
+                        std::iter::once(self.name.to_string())
+                            .chain(e.aliases.iter().cloned())
+                            .collect(),
+                    ),
+                    ipam_config: ipam,
+                    ..Default::default()
+                };
+                Ok((self.network_name(&e.network)?, endpoint))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        // The model joins at least `default`; the first network is given at create.
+        let mut list = list.into_iter();
+        let first = list.next();
+        Ok((first.as_ref().map(|f| f.0.clone()), first, list.collect()))
     }
 
-    /// `links` (`service` or `service:alias`), as Compose makes them on a user-defined
-    /// network: the linked container is reachable from this one under the alias, on
-    /// the first network. Returns that network and the linked services (started first).
-    #[allow(clippy::type_complexity)]
+    /// `links`, as Compose makes them on a user-defined network: the linked container
+    /// is reachable from this one under the alias, on the first network (a service with
+    /// links has one: the model refuses links beside `network_mode`).
     fn links(
         &self,
-        s: &dct::Service,
+        links: &[Link],
         first_network: Option<(String, EndpointSettings)>,
-    ) -> Result<(Option<(String, EndpointSettings)>, Vec<String>), String> {
-        if s.links.is_empty() {
-            return Ok((first_network, Vec::new()));
-        }
-        let Some((network, mut endpoint)) = first_network else {
-            return Err("links: needs a network (not `network_mode`)".to_string());
-        };
-        let mut linked = Vec::new();
-        let mut links = Vec::new();
-        for link in &s.links {
-            let (service, alias) = link.split_once(':').unwrap_or((link, link));
-            let Some(other) = self.stack.compose.services.0.get(service) else {
-                return Err(format!("links: `{service}` is not a service of this file"));
+    ) -> Option<(String, EndpointSettings)> {
+        let (network, mut endpoint) = first_network?;
+        if !links.is_empty() {
+            let explicit = |service: &str| {
+                self.stack
+                    .compose
+                    .services
+                    .0
+                    .get(service)
+                    .and_then(|o| o.as_ref())
+                    .and_then(|o| o.container_name.as_deref())
             };
-            let explicit = other.as_ref().and_then(|o| o.container_name.as_deref());
-            links.push(format!(
-                "{}:{alias}",
-                container_name(self.project, service, explicit)
-            ));
-            linked.push(service.to_string());
-        }
-        endpoint.links = Some(links);
-        Ok((Some((network, endpoint)), linked))
-    }
-
-    /// `depends_on`, plus what Compose also starts first: the service whose network
-    /// this one shares, and linked services.
-    fn depends_on(&self, s: &dct::Service, links: &[String]) -> Result<Vec<Dependency>, String> {
-        let mut out: Vec<Dependency> = match &s.depends_on {
-            dct::DependsOnOptions::Simple(names) => names
-                .iter()
-                .map(|n| Dependency {
-                    service: n.clone(),
-                    condition: Condition::Started,
-                })
-                .collect(),
-            dct::DependsOnOptions::Conditional(map) => map
-                .iter()
-                .map(|(n, c)| {
-                    let condition = match c.condition.as_str() {
-                        "service_started" => Condition::Started,
-                        "service_healthy" => Condition::Healthy,
-                        "service_completed_successfully" => Condition::CompletedSuccessfully,
-                        other => {
-                            return Err(format!("depends_on `{n}`: unknown condition `{other}`"));
-                        }
-                    };
-                    Ok(Dependency {
-                        service: n.clone(),
-                        condition,
+            endpoint.links = Some(
+                links
+                    .iter()
+                    .map(|l| {
+                        let name = container_name(self.project, &l.service, explicit(&l.service));
+                        format!("{name}:{}", l.alias)
                     })
-                })
-                .collect::<Result<_, _>>()?,
-        };
-        if let Some(other) = s
-            .network_mode
-            .as_deref()
-            .and_then(|m| m.strip_prefix("service:"))
-        {
-            out.push(Dependency {
-                service: other.to_string(),
-                condition: Condition::Started,
-            });
+                    .collect(),
+            );
         }
-        for linked in links {
-            if !out.iter().any(|d| &d.service == linked) {
-                out.push(Dependency {
-                    service: linked.clone(),
-                    condition: Condition::Started,
-                });
-            }
-        }
-        out.sort_by(|a, b| a.service.cmp(&b.service));
-        Ok(out)
+        Some((network, endpoint))
     }
 }
 
@@ -953,382 +741,48 @@ fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
     (!v.is_empty()).then_some(v)
 }
 
-/// Splits a command string into words as a POSIX shell would (quotes and backslashes),
-/// which is what Compose does for `command: echo "a b"`.
-pub fn shell_words(text: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut chars = text.chars();
-    let mut quote: Option<char> = None;
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some('"'), '\\') => {
-                if let Some(n) = chars.next() {
-                    word.push(n);
-                }
-            }
-            (Some(_), c) => word.push(c),
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, '\\') => {
-                if let Some(n) = chars.next() {
-                    word.push(n);
-                    in_word = true;
-                }
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            (None, c) => {
-                word.push(c);
-                in_word = true;
-            }
-        }
+fn healthcheck(h: &Healthcheck) -> HealthConfig {
+    // The model checked that every duration fits the engine's i64 nanoseconds.
+    let nanos = |d: &Option<Duration>| d.map(|d| d.as_nanos() as i64);
+    HealthConfig {
+        test: h.test.clone(),
+        interval: nanos(&h.interval),
+        timeout: nanos(&h.timeout),
+        retries: h.retries,
+        start_period: nanos(&h.start_period),
+        start_interval: nanos(&h.start_interval),
     }
-    if in_word {
-        words.push(word);
-    }
-    words
 }
 
-/// Go-style durations as Compose writes them: `1m30s`, `500ms`, `10s`, `1h`.
-pub fn go_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    if rest.is_empty() {
-        return Err("empty duration".to_string());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration like 1m30s"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let secs = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" | "" if rest.len() == unit_len => 1.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            unit => {
-                return Err(format!(
-                    "`{text}` has unknown unit `{unit}` (use h, m, s, ms)"
-                ));
-            }
-        };
-        total += Duration::try_from_secs_f64(number * secs)
-            .map_err(|_| format!("`{text}` is out of range"))?;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
-
-fn nanos(text: &str) -> Result<i64, String> {
-    i64::try_from(go_duration(text)?.as_nanos()).map_err(|_| format!("`{text}` is too long"))
-}
-
-fn healthcheck(h: &dct::Healthcheck) -> Result<HealthConfig, String> {
-    let test = if h.disable {
-        Some(vec!["NONE".to_string()])
-    } else {
-        match &h.test {
-            Some(dct::HealthcheckTest::Single(cmd)) => {
-                Some(vec!["CMD-SHELL".to_string(), cmd.clone()])
-            }
-            Some(dct::HealthcheckTest::Multiple(list)) => Some(list.clone()),
-            None => None,
-        }
+fn restart_policy(restart: Restart) -> RestartPolicy {
+    let (name, maximum_retry_count) = match restart {
+        Restart::No => (RestartPolicyNameEnum::NO, None),
+        Restart::Always => (RestartPolicyNameEnum::ALWAYS, None),
+        Restart::OnFailure { max_retries } => (RestartPolicyNameEnum::ON_FAILURE, max_retries),
+        Restart::UnlessStopped => (RestartPolicyNameEnum::UNLESS_STOPPED, None),
     };
-    let opt = |d: &Option<String>| {
-        d.as_deref()
-            .map(nanos)
-            .transpose()
-            .map_err(|e| format!("healthcheck: {e}"))
-    };
-    Ok(HealthConfig {
-        test,
-        interval: opt(&h.interval)?,
-        timeout: opt(&h.timeout)?,
-        retries: (h.retries > 0).then_some(h.retries),
-        start_period: opt(&h.start_period)?,
-        start_interval: opt(&h.start_interval)?,
-    })
-}
-
-fn restart_policy(text: &str) -> Result<RestartPolicy, String> {
-    let (name, retries) = match text.split_once(':') {
-        Some((n, r)) => (
-            n,
-            Some(
-                r.parse::<i64>()
-                    .map_err(|_| format!("restart `{text}`: bad retry count"))?,
-            ),
-        ),
-        None => (text, None),
-    };
-    let name = match name {
-        "no" => RestartPolicyNameEnum::NO,
-        "always" => RestartPolicyNameEnum::ALWAYS,
-        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
-        "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
-        other => {
-            return Err(format!(
-                "restart `{other}` is not no, always, on-failure[:N] or unless-stopped"
-            ));
-        }
-    };
-    Ok(RestartPolicy {
+    RestartPolicy {
         name: Some(name),
-        maximum_retry_count: retries,
-    })
+        maximum_retry_count,
+    }
 }
 
 type PortMap = HashMap<String, Option<Vec<PortBinding>>>;
 
-/// `ports` and `expose` → exposed ports and bindings, keyed `8080/tcp`.
-fn ports(s: &dct::Service) -> Result<(Vec<String>, PortMap), String> {
-    let mut exposed: Vec<String> = Vec::new();
+/// Exposed ports and bindings, keyed `8080/tcp`.
+fn ports(values: &ServiceValues) -> (Vec<String>, PortMap) {
     let mut bindings: PortMap = HashMap::new();
-    let mut bind =
-        |container: u32, proto: &str, host_ip: Option<String>, host_port: Option<String>| {
-            let key = format!("{container}/{proto}");
-            if !exposed.contains(&key) {
-                exposed.push(key.clone());
-            }
-            bindings
-                .entry(key)
-                .or_insert_with(|| Some(Vec::new()))
-                .get_or_insert_with(Vec::new)
-                .push(PortBinding {
-                    host_ip: Some(host_ip.unwrap_or_default()),
-                    host_port: Some(host_port.unwrap_or_default()),
-                });
-        };
-    match &s.ports {
-        dct::Ports::Short(list) => {
-            for text in list {
-                for (container, proto, ip, host) in short_port(text)? {
-                    bind(container, &proto, ip, host);
-                }
-            }
-        }
-        dct::Ports::Long(list) => {
-            for p in list {
-                let host = p.published.as_ref().map(|h| match h {
-                    dct::PublishedPort::Single(n) => n.to_string(),
-                    dct::PublishedPort::Range(r) => r.clone(),
-                });
-                bind(
-                    u32::from(p.target),
-                    p.protocol.as_deref().unwrap_or("tcp"),
-                    p.host_ip.clone(),
-                    host,
-                );
-            }
-        }
-    }
-    for e in &s.expose {
-        let (port, proto) = e.split_once('/').unwrap_or((e.as_str(), "tcp"));
-        let key = format!("{port}/{proto}");
-        if !exposed.contains(&key) {
-            exposed.push(key);
-        }
-    }
-    exposed.sort();
-    Ok((exposed, bindings))
-}
-
-/// `[ip:][host[-host2]:]container[-container2][/proto]`, expanded per port.
-#[allow(clippy::type_complexity)]
-fn short_port(text: &str) -> Result<Vec<(u32, String, Option<String>, Option<String>)>, String> {
-    let bad = || format!("port `{text}` is not `[ip:][host:]container[/protocol]`");
-    let (spec, proto) = text.rsplit_once('/').unwrap_or((text, "tcp"));
-    let (ip, rest) = match spec.strip_prefix('[') {
-        Some(v6) => {
-            let (ip, rest) = v6.split_once("]:").ok_or_else(bad)?;
-            (Some(ip.to_string()), rest)
-        }
-        None => match spec.matches(':').count() {
-            2 => {
-                let (ip, rest) = spec.split_once(':').ok_or_else(bad)?;
-                (Some(ip.to_string()), rest)
-            }
-            _ => (None, spec),
-        },
-    };
-    let (host, container) = match rest.split_once(':') {
-        Some((h, c)) => (if h.is_empty() { None } else { Some(h) }, c),
-        None => (None, rest),
-    };
-    let range = |r: &str| -> Result<(u32, u32), String> {
-        let (a, b) = r.split_once('-').unwrap_or((r, r));
-        let a: u32 = a.parse().map_err(|_| bad())?;
-        let b: u32 = b.parse().map_err(|_| bad())?;
-        if a == 0 || b < a || b > 65535 {
-            return Err(bad());
-        }
-        Ok((a, b))
-    };
-    let (c0, c1) = range(container)?;
-    let host_range = host.map(range).transpose()?;
-    if let Some((h0, h1)) = host_range
-        && h1 - h0 != c1 - c0
-        && h0 != h1
-    {
-        return Err(format!(
-            "port `{text}`: host and container ranges differ in size"
-        ));
-    }
-    Ok((c0..=c1)
-        .enumerate()
-        .map(|(i, c)| {
-            let host_port = host_range.map(|(h0, h1)| {
-                if h0 == h1 {
-                    h0.to_string()
-                } else {
-                    (h0 + i as u32).to_string()
-                }
+    for p in &values.ports {
+        bindings
+            .entry(p.key())
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(p.host_ip.clone()),
+                host_port: Some(p.host_port.clone()),
             });
-            (c, proto.to_string(), ip.clone(), host_port)
-        })
-        .collect())
-}
-
-fn tmpfs(t: Option<&dct::Tmpfs>) -> Option<HashMap<String, String>> {
-    let list: Vec<&str> = match t? {
-        dct::Tmpfs::Simple(s) => vec![s.as_str()],
-        dct::Tmpfs::List(l) => l.iter().map(String::as_str).collect(),
-    };
-    Some(
-        list.into_iter()
-            .map(|entry| match entry.split_once(':') {
-                Some((path, options)) => (path.to_string(), options.to_string()),
-                None => (entry.to_string(), String::new()),
-            })
-            .collect(),
-    )
-}
-
-fn sysctls(s: &dct::SysCtls) -> Option<HashMap<String, String>> {
-    let map: HashMap<String, String> = match s {
-        dct::SysCtls::List(list) => list
-            .iter()
-            .filter_map(|l| {
-                l.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect(),
-        dct::SysCtls::Map(map) => map
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_ref().map(ToString::to_string).unwrap_or_default(),
-                )
-            })
-            .collect(),
-    };
-    (!map.is_empty()).then_some(map)
-}
-
-fn ulimits(u: &dct::Ulimits) -> Result<Vec<ResourcesUlimits>, String> {
-    let number = |name: &str, v: &dct::StringOrUnsigned| -> Result<i64, String> {
-        match v {
-            dct::StringOrUnsigned::Unsigned(n) => Ok(*n),
-            dct::StringOrUnsigned::String(s) => s
-                .parse()
-                .map_err(|_| format!("ulimit `{name}`: `{s}` is not a number")),
-        }
-    };
-    let mut out = Vec::new();
-    for (name, limit) in &u.0 {
-        let (soft, hard) = match limit {
-            dct::Ulimit::Single(v) => (number(name, v)?, number(name, v)?),
-            dct::Ulimit::SoftHard { soft, hard } => (number(name, soft)?, number(name, hard)?),
-        };
-        out.push(ResourcesUlimits {
-            name: Some(name.clone()),
-            soft: Some(soft),
-            hard: Some(hard),
-        });
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-fn device(text: &str) -> DeviceMapping {
-    let parts: Vec<&str> = text.split(':').collect();
-    let host = parts.first().copied().unwrap_or(text);
-    DeviceMapping {
-        path_on_host: Some(host.to_string()),
-        path_in_container: Some(parts.get(1).copied().unwrap_or(host).to_string()),
-        cgroup_permissions: Some(parts.get(2).copied().unwrap_or("rwm").to_string()),
-    }
-}
-
-/// `deploy.resources.limits`: cpus → NanoCpus, memory → bytes.
-fn limits(s: &dct::Service) -> Result<(Option<i64>, Option<i64>), String> {
-    let Some(limits) = s
-        .deploy
-        .as_ref()
-        .and_then(|d| d.resources.as_ref())
-        .and_then(|r| r.limits.as_ref())
-    else {
-        return Ok((None, None));
-    };
-    let cpus = limits
-        .cpus
-        .as_deref()
-        .map(|c| {
-            c.trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|c| *c > 0.0 && c.is_finite())
-                .map(|c| (c * 1e9) as i64)
-                .ok_or_else(|| {
-                    format!("deploy.resources.limits.cpus `{c}` is not a positive number")
-                })
-        })
-        .transpose()?;
-    let memory = limits.memory.as_deref().map(bytes).transpose()?;
-    Ok((cpus, memory))
-}
-
-/// `512M`, `1g`, `100000`, `1.5GB` → bytes.
-pub fn bytes(text: &str) -> Result<i64, String> {
-    let t = text.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (number, unit) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => (&t[..i], &t[i..]),
-        None => (t, ""),
-    };
-    let scale: f64 = match unit {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        _ => return Err(format!("`{text}` has an unknown size unit (b, k, m, g)")),
-    };
-    let n: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 512M"))?;
-    Ok((n * scale) as i64)
+    (values.exposed.clone(), bindings)
 }
 
 /// sha256 over the canonical JSON of the create body and extra networks (maps sorted).
@@ -1825,16 +1279,7 @@ configs:
     }
 
     #[test]
-    fn small_parsers() {
-        assert_eq!(
-            shell_words(r#"sh -c 'echo "hi there"' a\ b"#),
-            ["sh", "-c", "echo \"hi there\"", "a b"]
-        );
-        assert_eq!(go_duration("1h2m3s").unwrap(), Duration::from_secs(3723));
-        assert!(go_duration("5 minutes").is_err());
-        assert_eq!(bytes("1.5g").unwrap(), 1_610_612_736);
-        assert_eq!(bytes("100000").unwrap(), 100_000);
-        assert!(bytes("12q").is_err());
+    fn env_files_parse_as_compose_reads_them() {
         assert_eq!(
             parse_env_file("A='x y'\n#c\n\nB = 2\n"),
             vec![("A".into(), "x y".into()), ("B".into(), "2".into())]

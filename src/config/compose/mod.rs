@@ -22,6 +22,10 @@ use super::MAX_FILE_BYTES;
 use super::diagnostics::{Diagnostic, Diagnostics, Position, SourceFile, did_you_mean};
 use super::interpolate::interpolate;
 
+pub mod values;
+
+use values::{Declared, ServiceValues};
+
 /// Top-level keys gitfleet honours (plus `x-*` extensions).
 pub const SUPPORTED_TOP_LEVEL_KEYS: &[&str] = &[
     "version", "name", "services", "networks", "volumes", "secrets", "configs",
@@ -170,6 +174,8 @@ pub struct ComposeStack {
     pub service_configs: BTreeMap<String, Vec<FileMount>>,
     /// Service keys docker-compose-types lacks, by service.
     pub extras: BTreeMap<String, ServiceExtras>,
+    /// Every service's values, typed ([`values`]), by service.
+    pub values: BTreeMap<String, ServiceValues>,
     /// Services of the file this node does not run (outside the active profiles, or
     /// `deploy.replicas: 0`), with their own `image:`: still pinned, so every node of
     /// a release agrees on its image set.
@@ -384,15 +390,54 @@ pub fn load(
             return None;
         }
     };
+    let values = type_values(&ctx, &compose, &configs, &service_configs, &extras, diags);
     (diags.len() == before).then(|| ComposeStack {
         file: source.path.clone(),
         compose,
         configs,
         service_configs,
         extras,
+        values,
         inactive,
         positions,
     })
+}
+
+/// Types every service's values ([`values::service_values`]); each one that does not fit
+/// is reported at its key and line.
+fn type_values(
+    ctx: &Context,
+    compose: &docker_compose_types::Compose,
+    configs: &BTreeMap<String, String>,
+    service_configs: &BTreeMap<String, Vec<FileMount>>,
+    extras: &BTreeMap<String, ServiceExtras>,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, ServiceValues> {
+    let declared = Declared::of(compose, configs);
+    let no_extras = ServiceExtras::default();
+    let mut out = BTreeMap::new();
+    for (name, service) in &compose.services.0 {
+        let Some(service) = service else {
+            diags.push(ctx.error(
+                &format!("services.{name}"),
+                format!("service `{name}` is empty"),
+                "give it at least an `image:`",
+            ));
+            continue;
+        };
+        let (typed, invalid) = values::service_values(
+            name,
+            service,
+            extras.get(name).unwrap_or(&no_extras),
+            service_configs.get(name).map_or(&[], Vec::as_slice),
+            &declared,
+        );
+        for bad in invalid {
+            diags.push(ctx.error(&bad.key, bad.message, bad.help));
+        }
+        out.insert(name.clone(), typed);
+    }
+    out
 }
 
 /// The file and key positions, for building diagnostics.
