@@ -1096,4 +1096,47 @@ mod tests {
             assert!(short_port(bad).is_err(), "{bad}");
         }
     }
+
+    fn stack(text: &str) -> Result<super::super::ComposeStack, String> {
+        let mut diags = crate::config::diagnostics::Diagnostics::default();
+        let source = crate::config::diagnostics::SourceFile::new("stack/compose.yaml", text);
+        super::super::load(&source, &BTreeMap::new(), &mut diags).ok_or_else(|| diags.to_string())
+    }
+
+    #[test]
+    fn networks_are_typed_and_checked_against_the_declarations() {
+        let typed = stack(
+            "services:\n  vpn:\n    image: x\n    networks:\n      wg: {ipv4_address: 10.42.42.42, aliases: [tunnel]}\n  bare:\n    image: x\n    networks: {}\n  side:\n    image: x\n    network_mode: service:vpn\nnetworks:\n  wg: {}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            typed.values["vpn"].network,
+            Network::Joined(vec![Endpoint {
+                network: "wg".into(),
+                aliases: vec!["tunnel".into()],
+                ipv4_address: Some("10.42.42.42".into()),
+                ipv6_address: None,
+            }])
+        );
+        assert_eq!(typed.values["bare"].network, Network::default());
+        assert_eq!(typed.values["side"].network, Network::Service("vpn".into()));
+        assert_eq!(typed.values["side"].depends_on[0].service, "vpn");
+
+        let refused = stack(
+            "services:\n  a:\n    image: x\n    networks: [front]\n  b:\n    image: x\n    network_mode: service:nope\n",
+        )
+        .unwrap_err();
+        assert!(
+            refused.contains("`services.a.networks.front`: network `front` is not declared"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("compose.yaml:4:"),
+            "at its line: {refused}"
+        );
+        assert!(
+            refused.contains("`services.b.network_mode`: `nope` is not a service"),
+            "{refused}"
+        );
+    }
 }
