@@ -12,7 +12,7 @@ use gitfleet::config::fleet::{ImageSet, PinnedImage};
 use gitfleet::config::{DirFiles, Interpolation, RepoFiles, load_repo};
 use gitfleet::engine::converge;
 use gitfleet::engine::docker::DockerEngine;
-use gitfleet::engine::spec::{ProjectSpec, Sources, project_spec, start_order};
+use gitfleet::engine::spec::{ProjectSpec, project_spec, start_order};
 
 mod common;
 
@@ -54,12 +54,7 @@ fn translated_stacks(
                             .map(|s| (s.to_string(), image_of(s)))
                             .collect(),
                     );
-                    let sources = Sources {
-                        files: &files,
-                        compose_path: &file,
-                        host_dir,
-                    };
-                    project_spec(&project_of(&file), &stack, &images, &sources)
+                    project_spec(&project_of(&file), &stack, &images, host_dir)
                         .map_err(|e| gitfleet::engine::spec::joined(&e))
                         .and_then(|spec| start_order(&spec).map(|_| spec))
                 }
@@ -318,14 +313,14 @@ fn published_deploy_files_pass_unchanged() {
         let outcome = load_repo(&repo, &vars)
             .map_err(|diags| diags.to_string())
             .and_then(|loaded| {
-                let sources = Sources {
-                    files: &repo,
-                    compose_path: "stack/compose.yaml",
-                    host_dir: Path::new("/var/lib/gitfleet/projects/demo"),
-                };
-                project_spec("demo", &loaded.compose, &loaded.images, &sources)
-                    .map(|_| ())
-                    .map_err(|e| gitfleet::engine::spec::joined(&e))
+                project_spec(
+                    "demo",
+                    &loaded.compose,
+                    &loaded.images,
+                    Path::new("/var/lib/gitfleet/projects/demo"),
+                )
+                .map(|_| ())
+                .map_err(|e| gitfleet::engine::spec::joined(&e))
             });
         if let Err(why) = outcome {
             refused.push(format!(

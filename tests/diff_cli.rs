@@ -12,7 +12,7 @@ use gitfleet::config::fleet::{NodeId, UpdateOrder};
 use gitfleet::config::{DirFiles, Interpolation, load_repo};
 use gitfleet::engine::converge::{self, ConvergeOptions};
 use gitfleet::engine::docker::DockerEngine;
-use gitfleet::engine::spec::{Sources, project_spec};
+use gitfleet::engine::spec::project_spec;
 use gitfleet::state::project_dir;
 
 use common::{TempDir, test_images};
@@ -66,12 +66,7 @@ async fn diff_shows_nothing_after_converge_and_the_changed_service_after_a_relea
     };
     let loaded = load_repo(&files, &vars).unwrap();
     let host_dir = project_dir(state.path(), &project);
-    let sources = Sources {
-        files: &files,
-        compose_path: &loaded.fleet.compose_path,
-        host_dir: &host_dir,
-    };
-    let spec = project_spec(&project, &loaded.compose, &loaded.images, &sources).unwrap();
+    let spec = project_spec(&project, &loaded.compose, &loaded.images, &host_dir).unwrap();
     let local = converge::pull_all(&engine, &loaded.images, &BTreeMap::new())
         .await
         .unwrap();

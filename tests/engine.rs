@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use gitfleet::agent::SystemClock;
 use gitfleet::agent::gate::{self, GateSettings};
-use gitfleet::config::RepoFiles;
 use gitfleet::config::compose::{self, ComposeStack};
 use gitfleet::config::diagnostics::{Diagnostics, SourceFile};
 use gitfleet::config::fleet::{ImageSet, PinnedImage, Probe, UpdateOrder};
@@ -18,21 +17,9 @@ use gitfleet::engine::apply::Failure;
 use gitfleet::engine::converge::{self, Applied, ConvergeOptions};
 use gitfleet::engine::docker::{DockerEngine, EngineError};
 use gitfleet::engine::plan::plan;
-use gitfleet::engine::spec::{ProjectSpec, Sources, project_spec};
+use gitfleet::engine::spec::{ProjectSpec, project_spec};
 
 use common::{TempDir, free_port, test_images};
-
-struct NoFiles;
-
-impl RepoFiles for NoFiles {
-    fn read(&self, _: &str) -> Result<Option<String>, String> {
-        Ok(None)
-    }
-
-    fn list(&self, _: &str) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
-    }
-}
 
 /// A project under test: its name, engine, and cleanup of everything it created.
 struct Project {
@@ -76,12 +63,7 @@ impl Project {
                 })
                 .collect(),
         );
-        let sources = Sources {
-            files: &NoFiles,
-            compose_path: "compose.yaml",
-            host_dir: self.dir.path(),
-        };
-        let spec = project_spec(&self.name, &stack, &images, &sources).expect("spec");
+        let spec = project_spec(&self.name, &stack, &images, self.dir.path()).expect("spec");
         (stack, images, spec)
     }
 

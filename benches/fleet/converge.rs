@@ -33,7 +33,7 @@ use gitfleet::engine::apply::{Outcome, Release};
 use gitfleet::engine::converge::{self, ConvergeOptions};
 use gitfleet::engine::docker::DockerEngine;
 use gitfleet::engine::plan::plan;
-use gitfleet::engine::spec::{PROJECT_LABEL, ProjectSpec, Sources, project_spec};
+use gitfleet::engine::spec::{PROJECT_LABEL, ProjectSpec, project_spec};
 
 use crate::progress;
 use crate::support::{Env, Options, TempDir, Triple, median, ms, result, timed};
@@ -119,12 +119,7 @@ impl FleetDir {
             release: "bench".into(),
         };
         let repo = load_repo(&files, &vars).map_err(|d| format!("fleet repo: {d}"))?;
-        let sources = Sources {
-            files: &files,
-            compose_path: &repo.fleet.compose_path,
-            host_dir: &self.host_dir,
-        };
-        let spec = project_spec(&self.project, &repo.compose, &repo.images, &sources)
+        let spec = project_spec(&self.project, &repo.compose, &repo.images, &self.host_dir)
             .map_err(|e| format!("spec: {}", gitfleet::engine::spec::joined(&e)))?;
         Ok((repo, spec))
     }

@@ -26,7 +26,7 @@ use crate::engine::apply::{Failure, Outcome, Release};
 use crate::engine::docker::{DockerEngine, EngineError, sources};
 use crate::engine::plan::{ServiceAction, plan};
 use crate::engine::spec::ProjectSpec;
-use crate::engine::spec::{Sources, joined, project_spec};
+use crate::engine::spec::{joined, project_spec};
 use crate::git::{ControlPlane, GitAuth, GitError, Mirror, redact_url};
 use crate::metrics::metrics;
 use crate::state::{GateJournal, LocalState, Outbox, materialize, project_dir};
@@ -705,7 +705,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         repo: &FleetRepo,
         decided: Acted,
     ) -> Result<Acted, ReconcileError> {
-        let Some(drift) = self.drift(repo, &seen.tip).await? else {
+        let Some(drift) = self.drift(repo).await? else {
             return Ok(decided);
         };
         let mut acted = decided;
@@ -842,18 +842,13 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
             .unwrap_or_else(|| repo.fleet.name.clone())
     }
 
-    /// The engine spec of the release at `commit`, translated as this node would (no
-    /// file written): a release that cannot be translated is rejected at admission.
-    fn translate(&self, repo: &FleetRepo, commit: &str) -> Result<ProjectSpec, String> {
+    /// The engine spec of the release, translated as this node would (no file written).
+    /// The typed model makes this infallible for a release that loaded; a refusal here
+    /// (defence in depth) rejects it at admission.
+    fn translate(&self, repo: &FleetRepo) -> Result<ProjectSpec, String> {
         let project = self.project(repo);
         let host_dir = project_dir(&self.settings.state_dir, &project);
-        let files = self.mirror.files(commit).map_err(|e| e.to_string())?;
-        let sources = Sources {
-            files: &files,
-            compose_path: &repo.fleet.compose_path,
-            host_dir: &host_dir,
-        };
-        project_spec(&project, &repo.compose, &repo.images, &sources)
+        project_spec(&project, &repo.compose, &repo.images, &host_dir)
             .map_err(|errors| format!("{}: {}", repo.fleet.compose_path, joined(&errors)))
     }
 
@@ -866,7 +861,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         resume: Option<GateRun>,
         log: &mut impl GateLog,
     ) -> Result<Outcome, ApplyError> {
-        let spec = self.translate(repo, commit).map_err(ApplyError::Prepare)?;
+        let spec = self.translate(repo).map_err(ApplyError::Prepare)?;
         let files = self
             .mirror
             .files(commit)
@@ -954,7 +949,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
         })
         .await
         .map_err(|e| e.to_string())?;
-        self.translate(&repo, tip)?;
+        self.translate(&repo)?;
         if local.admitted.as_deref() != Some(tip) {
             local.admitted = Some(tip.to_string());
             local.save(&self.settings.state_dir)?;
@@ -964,12 +959,8 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
 
     /// What differs between the running containers and the release (rule 8): a
     /// container stopped, removed or replaced by hand. `None` when nothing does.
-    async fn drift(
-        &self,
-        repo: &FleetRepo,
-        commit: &str,
-    ) -> Result<Option<String>, ReconcileError> {
-        let spec = self.translate(repo, commit).map_err(ReconcileError::Act)?;
+    async fn drift(&self, repo: &FleetRepo) -> Result<Option<String>, ReconcileError> {
+        let spec = self.translate(repo).map_err(ReconcileError::Act)?;
         let observed = self.engine.observe(&spec.project).await?;
         let plan = plan(&spec, &observed);
         if plan.is_noop() {

@@ -6,12 +6,9 @@ use serde::Serialize;
 
 use super::exit;
 use crate::cli::{CheckArgs, Format};
-use crate::config::RepoFiles as _;
-use crate::config::diagnostics::{Diagnostic, Diagnostics, SourceFile};
+use crate::config::diagnostics::Diagnostic;
 use crate::config::fleet::NodeId;
 use crate::config::{self, DirFiles, FleetRepo, Interpolation};
-use crate::engine::spec::{Sources, project_spec};
-use crate::state::{DEFAULT_STATE_DIR, project_dir};
 
 /// What `--format json` prints: stable keys, documented in docs/check.md.
 #[derive(Serialize)]
@@ -63,38 +60,6 @@ fn facts(repo: &FleetRepo) -> FleetFacts<'_> {
     }
 }
 
-/// Translates the stack as a node would (`engine::spec`), so a value no engine takes (a
-/// port `80x80:80`, `stop_grace_period: forever`) fails here, in the pull request, not
-/// on every node. Each error points at the key when its position is known.
-fn translate(files: &DirFiles, repo: FleetRepo) -> Result<FleetRepo, Diagnostics> {
-    let host_dir = project_dir(std::path::Path::new(DEFAULT_STATE_DIR), &repo.fleet.name);
-    let sources = Sources {
-        files,
-        compose_path: &repo.fleet.compose_path,
-        host_dir: &host_dir,
-    };
-    let Err(errors) = project_spec(&repo.fleet.name, &repo.compose, &repo.images, &sources) else {
-        return Ok(repo);
-    };
-    let path = &repo.fleet.compose_path;
-    let text = files.read(path).ok().flatten().unwrap_or_default();
-    let source = SourceFile::new(path.as_str(), text);
-    let mut diags = Diagnostics::default();
-    for e in errors {
-        let service = format!("services.{}", e.service);
-        // Messages start with the key they are about (`stop_grace_period: …`).
-        let word = e.message.split([':', ' ']).next().unwrap_or_default();
-        let key = [format!("{service}.{word}"), format!("{service}.{word}s")]
-            .into_iter()
-            .find(|k| repo.compose.position(k).is_some())
-            .unwrap_or(service);
-        diags.push(repo.compose.diagnostic(&source, &key, e.message).help(
-            "use a value `docker compose` accepts: every node would refuse to create this service",
-        ));
-    }
-    Err(diags)
-}
-
 pub fn run(args: &CheckArgs) -> u8 {
     if !args.dir.is_dir() {
         eprintln!(
@@ -109,7 +74,7 @@ pub fn run(args: &CheckArgs) -> u8 {
         release: "working-tree".to_string(),
     };
     let files = DirFiles(args.dir.clone());
-    let result = config::load_repo(&files, &vars).and_then(|repo| translate(&files, repo));
+    let result = config::load_repo(&files, &vars);
     let mut out = std::io::stdout().lock();
     let written = match (&result, args.format) {
         (Ok(repo), Format::Human) => writeln!(

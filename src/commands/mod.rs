@@ -15,7 +15,7 @@ use crate::cli::NodeStackArgs;
 
 use crate::config::fleet::NodeId;
 use crate::config::{self, DirFiles, FleetRepo, Interpolation};
-use crate::engine::spec::{ProjectSpec, Sources, project_spec};
+use crate::engine::spec::{ProjectSpec, project_spec};
 use crate::state::project_dir;
 
 /// Exit codes scripts can rely on.
@@ -65,17 +65,13 @@ pub(crate) fn load_node_stack(args: &NodeStackArgs) -> Result<NodeStack, u8> {
     })?;
     let project = project.clone().unwrap_or_else(|| repo.fleet.name.clone());
     let host_dir = project_dir(state_dir, &project);
-    let sources = Sources {
-        files: &files,
-        compose_path: &repo.fleet.compose_path,
-        host_dir: &host_dir,
-    };
-    let spec = project_spec(&project, &repo.compose, &repo.images, &sources).map_err(|errors| {
-        for e in errors {
-            eprintln!("error: {e}");
-        }
-        exit::USAGE
-    })?;
+    let spec =
+        project_spec(&project, &repo.compose, &repo.images, &host_dir).map_err(|errors| {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
+            exit::USAGE
+        })?;
     Ok(NodeStack {
         files,
         repo,

@@ -139,25 +139,6 @@ fn braced(inner: &str, vars: &BTreeMap<String, String>) -> Result<String, Interp
     }
 }
 
-/// Compose's `.env` syntax: `KEY=value`, `export KEY=value`, `#` comments, optional
-/// matching quotes around the value.
-pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            let l = l.strip_prefix("export ").unwrap_or(l);
-            let (k, v) = l.split_once('=')?;
-            let v = v.trim();
-            let v = ['"', '\'']
-                .iter()
-                .find_map(|q| v.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
-                .unwrap_or(v);
-            Some((k.trim().to_string(), v.to_string()))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

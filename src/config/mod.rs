@@ -7,6 +7,7 @@
 
 pub mod compose;
 pub mod diagnostics;
+pub mod dotenv;
 pub mod duration;
 pub mod fleet;
 pub mod fleet_toml;
@@ -190,6 +191,29 @@ fn check_stack_files(
     diags
 }
 
+/// Each service's `env_file`s, read from the repository as docker-compose reads them
+/// ([`dotenv`]), with `${...}` from the stack's variables. A missing one was reported by
+/// [`check_stack_files`] (or is optional).
+fn read_env_files(
+    files: &dyn RepoFiles,
+    stack: &mut compose::ComposeStack,
+    vars: &BTreeMap<String, String>,
+) {
+    for (service, values) in stack.values.iter_mut() {
+        let Some(extras) = stack.extras.get(service) else {
+            continue;
+        };
+        for file in &extras.env_files {
+            let text = stack_path(&stack.file, &file.path)
+                .ok()
+                .and_then(|path| files.read(&path).ok().flatten());
+            if let Some(text) = text {
+                values.env_files.extend(dotenv::parse(&text, vars));
+            }
+        }
+    }
+}
+
 /// The values `${...}` in the compose file may use: the agent's environment plus the
 /// node's identity (`GITFLEET_NODE`, `GITFLEET_BATCH`, `GITFLEET_RELEASE`).
 #[derive(Clone, Debug, Default)]
@@ -304,12 +328,12 @@ fn load_into(
 
     let batch = &fleet.batch_of(&vars.node).name;
     // A `.env` beside the compose file, as Compose reads it; the environment wins.
-    let dotenv = stack_path(&fleet.compose_path, ".env")
+    let dot_env = stack_path(&fleet.compose_path, ".env")
         .ok()
         .and_then(|path| files.read(&path).ok().flatten())
-        .map(|text| interpolate::parse_env_file(&text))
+        .map(|text| dotenv::parse(&text, &vars.env))
         .unwrap_or_default();
-    let mut env: BTreeMap<String, String> = dotenv.into_iter().collect();
+    let mut env: BTreeMap<String, String> = dot_env.into_iter().collect();
     env.extend(vars.env.clone());
     // The profiles fleet.toml gives this node win over the environment's.
     if let Some(profiles) = fleet.profiles_of(&vars.node) {
@@ -325,8 +349,9 @@ fn load_into(
         Some(&at_compose_key),
         diags,
     )?;
-    let stack = compose::load(&compose_src, &env, diags)?;
+    let mut stack = compose::load(&compose_src, &env, diags)?;
     diags.extend(check_stack_files(files, &stack, &compose_src));
+    read_env_files(files, &mut stack, &env);
 
     let images = pin_every_service(&fleet, &stack, &fleet_src, &compose_src, &spans, diags);
     for (service, probes) in &fleet.health {

@@ -19,14 +19,12 @@ use bollard::models::{
 use docker_compose_types as dct;
 use sha2::{Digest as _, Sha256};
 
-use crate::config::RepoFiles;
 use crate::config::compose::values::{Condition, Dependency};
 use crate::config::compose::values::{
     Healthcheck, Link, MountKind, Network, Restart, ServiceValues, VolumeMount,
 };
 use crate::config::compose::{ComposeStack, ServiceExtras};
 use crate::config::fleet::{ImageSet, PinnedImage, hex};
-use crate::config::interpolate::parse_env_file;
 
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -112,20 +110,10 @@ pub struct ProjectSpec {
     pub volumes: BTreeMap<String, ResourceSpec>,
 }
 
-/// Where the stack's files are: `compose_path` in the repository (for `env_file`, read
-/// through `files`), and `host_dir`, the directory on the host holding the compose
-/// file's directory (relative binds, secrets and configs resolve against it).
-pub struct Sources<'a> {
-    pub files: &'a dyn RepoFiles,
-    pub compose_path: &'a str,
-    pub host_dir: &'a Path,
-}
-
-impl Sources<'_> {
-    fn host_path(&self, relative: &str) -> PathBuf {
-        let relative = relative.strip_prefix("./").unwrap_or(relative);
-        self.host_dir.join(relative)
-    }
+/// Where `relative` (to the compose file) is on the host: under `host_dir`, the
+/// directory holding the compose file's directory on the node.
+fn host_path(host_dir: &Path, relative: &str) -> PathBuf {
+    host_dir.join(relative.strip_prefix("./").unwrap_or(relative))
 }
 
 /// A reference of the compose file the engine cannot be given, by service. The model
@@ -157,7 +145,7 @@ pub fn project_spec(
     project: &str,
     stack: &ComposeStack,
     images: &ImageSet,
-    sources: &Sources,
+    host_dir: &Path,
 ) -> Result<ProjectSpec, Vec<SpecError>> {
     let mut errors = Vec::new();
     let compose = &stack.compose;
@@ -183,7 +171,7 @@ pub fn project_spec(
             stack,
             networks: &networks,
             volumes: &volumes,
-            sources,
+            host_dir,
         };
         match ctx.build(service, image) {
             Ok(spec) => {
@@ -333,7 +321,7 @@ struct ServiceCtx<'a> {
     stack: &'a ComposeStack,
     networks: &'a BTreeMap<String, ResourceSpec>,
     volumes: &'a BTreeMap<String, ResourceSpec>,
-    sources: &'a Sources<'a>,
+    host_dir: &'a Path,
 }
 
 /// The container name Compose gives a service.
@@ -354,10 +342,7 @@ impl ServiceCtx<'_> {
         let no_values = ServiceValues::default();
         let values = self.stack.values.get(self.name).unwrap_or(&no_values);
         let container_name = container_name(self.project, self.name, s.container_name.as_deref());
-        let env = self.environment(s, extras).unwrap_or_else(|e| {
-            err(e);
-            Vec::new()
-        });
+        let env = Self::environment(values);
         let mounts = self.mounts(values).unwrap_or_else(|e| {
             err(e);
             Vec::new()
@@ -366,7 +351,7 @@ impl ServiceCtx<'_> {
             .iter()
             .filter(|m| m.typ == Some(MountType::BIND))
             .filter_map(|m| m.source.as_deref().map(PathBuf::from))
-            .filter(|source| source.starts_with(self.sources.host_dir))
+            .filter(|source| source.starts_with(self.host_dir))
             .collect();
         let (network_mode, first_network, extra_networks) =
             self.networks(&values.network).unwrap_or_else(|e| {
@@ -390,20 +375,20 @@ impl ServiceCtx<'_> {
             ),
             (
                 "com.docker.compose.project.working_dir".to_string(),
-                self.sources.host_dir.display().to_string(),
+                self.host_dir.display().to_string(),
             ),
             (
                 "com.docker.compose.project.config_files".to_string(),
-                self.sources
-                    .host_path(
-                        self.stack
-                            .file
-                            .rsplit('/')
-                            .next()
-                            .unwrap_or(&self.stack.file),
-                    )
-                    .display()
-                    .to_string(),
+                host_path(
+                    self.host_dir,
+                    self.stack
+                        .file
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or(&self.stack.file),
+                )
+                .display()
+                .to_string(),
             ),
         ]);
         let (exposed, port_bindings) = ports(values);
@@ -538,41 +523,22 @@ impl ServiceCtx<'_> {
         })
     }
 
-    /// `env_file` first, then `environment` over it, as Compose does. A bare `KEY`
-    /// (take it from the shell) has no meaning on a node and is left out.
-    fn environment(&self, s: &dct::Service, extras: &ServiceExtras) -> Result<Vec<String>, String> {
-        let mut env: BTreeMap<String, String> = BTreeMap::new();
-        for file in &extras.env_files {
-            let name = &file.path;
-            let path = crate::config::stack_path(self.sources.compose_path, name)
-                .map_err(|why| format!("env_file `{name}` {why}"))?;
-            match self.sources.files.read(&path)? {
-                Some(text) => env.extend(parse_env_file(&text)),
-                None if !file.required => {}
-                None => {
-                    return Err(format!(
-                        "env_file `{name}` does not exist in the fleet repository"
-                    ));
-                }
-            }
-        }
-        match &s.environment {
-            dct::Environment::List(list) => {
-                for item in list {
-                    if let Some((k, v)) = item.split_once('=') {
-                        env.insert(k.to_string(), v.to_string());
-                    }
-                }
-            }
-            dct::Environment::KvPair(map) => {
-                for (k, v) in map {
-                    if let Some(v) = v {
-                        env.insert(k.clone(), v.to_string());
-                    }
-                }
-            }
-        }
-        Ok(env.into_iter().map(|(k, v)| format!("{k}={v}")).collect())
+    /// `env_file`s first, then `environment` over them, as Compose does.
+    fn environment(values: &ServiceValues) -> Vec<String> {
+        let mut env: BTreeMap<&str, &str> = BTreeMap::new();
+        env.extend(
+            values
+                .env_files
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        env.extend(
+            values
+                .environment
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
     }
 
     /// Volumes, then `secrets` and `configs` files (bind-mounted read-only).
@@ -590,7 +556,7 @@ impl ServiceCtx<'_> {
     fn file_mount(&self, file: &str, target: String) -> Mount {
         Mount {
             typ: Some(MountType::BIND),
-            source: Some(self.sources.host_path(file).display().to_string()),
+            source: Some(host_path(self.host_dir, file).display().to_string()),
             target: Some(target),
             read_only: Some(true),
             ..Default::default()
@@ -634,7 +600,7 @@ impl ServiceCtx<'_> {
         } else if let Some(rest) = src.strip_prefix("~/") {
             std::env::var("HOME").map_or_else(|_| src.to_string(), |h| format!("{h}/{rest}"))
         } else {
-            self.sources.host_path(src).display().to_string()
+            host_path(self.host_dir, src).display().to_string()
         }
     }
 
@@ -972,18 +938,6 @@ mod tests {
     use super::*;
     use crate::config::diagnostics::{Diagnostics, SourceFile};
 
-    struct Files(BTreeMap<String, String>);
-
-    impl RepoFiles for Files {
-        fn read(&self, path: &str) -> Result<Option<String>, String> {
-            Ok(self.0.get(path).cloned())
-        }
-
-        fn list(&self, _: &str) -> Result<Vec<String>, String> {
-            Ok(self.0.keys().cloned().collect())
-        }
-    }
-
     fn digest(c: char) -> String {
         c.to_string().repeat(64)
     }
@@ -1050,16 +1004,21 @@ configs:
                 })
                 .collect(),
         );
-        let files = Files(BTreeMap::from([(
-            "stack/api.env".to_string(),
-            "# comment\nexport FROM_FILE=1\nFROM_FILE_OVERRIDDEN=\"no\"\n".to_string(),
-        )]));
-        let sources = Sources {
-            files: &files,
-            compose_path: "stack/compose.yaml",
-            host_dir: Path::new("/var/lib/gitfleet/shop/stack"),
-        };
-        project_spec("shop", &stack, &images, &sources).unwrap()
+        // What `config::load_repo` reads from `env_file: api.env`.
+        let mut stack = stack;
+        if let Some(api) = stack.values.get_mut("api") {
+            api.env_files = crate::config::dotenv::parse(
+                "# comment\nexport FROM_FILE=1\nFROM_FILE_OVERRIDDEN=\"no\"\n",
+                &BTreeMap::new(),
+            );
+        }
+        project_spec(
+            "shop",
+            &stack,
+            &images,
+            Path::new("/var/lib/gitfleet/shop/stack"),
+        )
+        .unwrap()
     }
 
     fn three() -> ProjectSpec {
@@ -1276,13 +1235,5 @@ configs:
         assert_ne!(a.services["api"].config_hash, c.services["api"].config_hash);
         assert_eq!(a.services["web"].config_hash, c.services["web"].config_hash);
         assert_eq!(a.services["db"].config_hash, c.services["db"].config_hash);
-    }
-
-    #[test]
-    fn env_files_parse_as_compose_reads_them() {
-        assert_eq!(
-            parse_env_file("A='x y'\n#c\n\nB = 2\n"),
-            vec![("A".into(), "x y".into()), ("B".into(), "2".into())]
-        );
     }
 }

@@ -27,6 +27,11 @@ pub struct Invalid {
 pub struct ServiceValues {
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
+    /// `environment` as written (a bare `KEY`, take-it-from-the-shell, has no meaning on
+    /// a node and is left out).
+    pub environment: BTreeMap<String, String>,
+    /// The `env_file`s' pairs in order, read from the repository by `config::load_repo`.
+    pub env_files: Vec<(String, String)>,
     /// Published ports, one per container port (ranges expanded), in file order.
     pub ports: Vec<PublishedPort>,
     /// Every container port, published or `expose`d, as `8080/tcp`, sorted.
@@ -264,6 +269,18 @@ pub fn service_values(
             dct::Entrypoint::Simple(text) => shell_words(text),
             dct::Entrypoint::List(args) => args.clone(),
         }),
+        environment: match &s.environment {
+            dct::Environment::List(list) => list
+                .iter()
+                .filter_map(|item| item.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            dct::Environment::KvPair(map) => map
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_ref()?.to_string())))
+                .collect(),
+        },
+        env_files: Vec::new(),
         ports,
         exposed,
         healthcheck: s
