@@ -96,6 +96,10 @@ impl ServiceSpec {
             Some("it publishes host ports")
         } else if host.network_mode.as_deref() == Some("host") {
             Some("it uses the host's network")
+        } else if self.networks().iter().any(|(_, e)| e.mac_address.is_some()) {
+            // Two containers with one MAC on one network break both; the host's pid and
+            // ipc namespaces take any number of containers.
+            Some("it has a fixed MAC address")
         } else {
             None
         }
@@ -354,10 +358,6 @@ impl ServiceCtx<'_> {
     fn build(&self, s: &dct::Service, image: &PinnedImage) -> Result<ServiceSpec, Vec<String>> {
         let mut errors = Vec::new();
         let mut err = |e: String| errors.push(e);
-        // `build` means nothing on a node: the service runs its pinned image.
-        if s.privileged || s.pid.is_some() || s.ipc.is_some() {
-            err("uses a key gitfleet does not honour (privileged, pid or ipc)".to_string());
-        }
         let extras = self
             .stack
             .extras
@@ -428,14 +428,18 @@ impl ServiceCtx<'_> {
             err(e);
             (None, None)
         });
-        let (network_mode, first_network, extra_networks) = self.networks(s).unwrap_or_else(|e| {
-            err(e);
-            (None, None, Vec::new())
-        });
-        let (first_network, links) = self.links(s, first_network).unwrap_or_else(|e| {
+        let (network_mode, first_network, mut extra_networks) =
+            self.networks(s).unwrap_or_else(|e| {
+                err(e);
+                (None, None, Vec::new())
+            });
+        let (mut first_network, links) = self.links(s, first_network).unwrap_or_else(|e| {
             err(e);
             (None, Vec::new())
         });
+        if let Err(e) = self.mac_addresses(&extras, &mut first_network, &mut extra_networks) {
+            err(e);
+        }
         let depends_on = self.depends_on(s, &links).unwrap_or_else(|e| {
             err(e);
             Vec::new()
@@ -538,6 +542,11 @@ impl ServiceCtx<'_> {
             ),
             cgroup_parent: s.cgroup_parent.clone(),
             userns_mode: s.userns_mode.clone(),
+            privileged: s.privileged.then_some(true),
+            pid_mode: s.pid.as_deref().map(|m| self.namespace_mode(m)),
+            ipc_mode: s.ipc.as_deref().map(|m| self.namespace_mode(m)),
+            storage_opt: (!extras.storage_opt.is_empty())
+                .then(|| extras.storage_opt.clone().into_iter().collect()),
             ..Default::default()
         };
         let create = ContainerCreateBody {
@@ -810,24 +819,7 @@ impl ServiceCtx<'_> {
         String,
     > {
         if let Some(mode) = &s.network_mode {
-            let mode = match mode.strip_prefix("service:") {
-                Some(other) => {
-                    let explicit = self
-                        .stack
-                        .compose
-                        .services
-                        .0
-                        .get(other)
-                        .and_then(|o| o.as_ref())
-                        .and_then(|o| o.container_name.as_deref());
-                    format!(
-                        "container:{}",
-                        container_name(self.project, other, explicit)
-                    )
-                }
-                None => mode.clone(),
-            };
-            return Ok((Some(mode), None, Vec::new()));
+            return Ok((Some(self.namespace_mode(mode)), None, Vec::new()));
         }
         let endpoint = |aliases: &[String]| EndpointSettings {
             aliases: Some(
@@ -862,6 +854,59 @@ impl ServiceCtx<'_> {
         let first = list.remove(0);
         let mode = first.0.clone();
         Ok((Some(mode), Some(first), list))
+    }
+
+    /// A `network_mode`, `pid` or `ipc` mode for the engine: `service:x` (another
+    /// service's namespace) becomes `container:<x's container name>`.
+    fn namespace_mode(&self, mode: &str) -> String {
+        match mode.strip_prefix("service:") {
+            Some(other) => {
+                let explicit = self
+                    .stack
+                    .compose
+                    .services
+                    .0
+                    .get(other)
+                    .and_then(|o| o.as_ref())
+                    .and_then(|o| o.container_name.as_deref());
+                format!(
+                    "container:{}",
+                    container_name(self.project, other, explicit)
+                )
+            }
+            None => mode.to_string(),
+        }
+    }
+
+    /// `networks.<n>.mac_address` on its endpoint, and the service's `mac_address` on
+    /// the first network's unless that one has its own, as `docker compose` sets them
+    /// for Engine API 1.44 and newer (older engines ignore an endpoint's MAC:
+    /// [`super::docker::DockerEngine::create`] refuses there).
+    fn mac_addresses(
+        &self,
+        extras: &ServiceExtras,
+        first: &mut Option<(String, EndpointSettings)>,
+        others: &mut [(String, EndpointSettings)],
+    ) -> Result<(), String> {
+        for (key, mac) in &extras.network_macs {
+            let name = self.network_name(key)?;
+            if let Some((_, endpoint)) = first
+                .iter_mut()
+                .chain(others.iter_mut())
+                .find(|(n, _)| *n == name)
+            {
+                endpoint.mac_address = Some(mac.clone());
+            }
+        }
+        if let Some(mac) = &extras.mac_address {
+            let Some((_, endpoint)) = first else {
+                return Err(
+                    "mac_address: needs a network of the stack (not `network_mode`)".to_string(),
+                );
+            };
+            endpoint.mac_address.get_or_insert_with(|| mac.clone());
+        }
+        Ok(())
     }
 
     /// `links` (`service` or `service:alias`), as Compose makes them on a user-defined
@@ -926,15 +971,15 @@ impl ServiceCtx<'_> {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        if let Some(other) = s
-            .network_mode
-            .as_deref()
-            .and_then(|m| m.strip_prefix("service:"))
-        {
-            out.push(Dependency {
-                service: other.to_string(),
-                condition: Condition::Started,
-            });
+        for mode in [&s.network_mode, &s.pid, &s.ipc] {
+            if let Some(other) = mode.as_deref().and_then(|m| m.strip_prefix("service:"))
+                && !out.iter().any(|d| d.service == other)
+            {
+                out.push(Dependency {
+                    service: other.to_string(),
+                    condition: Condition::Started,
+                });
+            }
         }
         for linked in links {
             if !out.iter().any(|d| &d.service == linked) {
@@ -1790,6 +1835,53 @@ configs:
             }],
             "a linked service starts first"
         );
+    }
+
+    #[test]
+    fn host_powers_macs_and_storage_options_reach_the_create_body() {
+        let text = "services:\n  db:\n    image: x\n    ipc: shareable\n    networks: {back: {mac_address: \"02:42:ac:11:00:03\"}, front: {}}\n    mac_address: \"02:42:ac:11:00:02\"\n  web:\n    image: x\n    privileged: true\n    pid: host\n    ipc: service:db\n    cap_add: [ALL]\n    storage_opt: {size: 20G}\nnetworks: {back: {}, front: {}}\n";
+        let spec = spec_of(text, &[("db", 'a'), ("web", 'b')]);
+        let web = &spec.services["web"];
+        let host = web.create.host_config.clone().unwrap();
+        assert_eq!(host.privileged, Some(true));
+        assert_eq!(host.pid_mode.as_deref(), Some("host"));
+        assert_eq!(host.ipc_mode.as_deref(), Some("container:shop-db-1"));
+        assert_eq!(host.cap_add, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.storage_opt,
+            Some(HashMap::from([("size".to_string(), "20G".to_string())]))
+        );
+        assert_eq!(
+            web.depends_on,
+            vec![Dependency {
+                service: "db".into(),
+                condition: Condition::Started
+            }],
+            "the service whose namespace it shares starts first"
+        );
+        assert_eq!(
+            web.start_first_blocker(),
+            None,
+            "host pid and ipc take many"
+        );
+        let db = &spec.services["db"];
+        let macs: Vec<(String, Option<String>)> = db
+            .networks()
+            .into_iter()
+            .map(|(n, e)| (n, e.mac_address))
+            .collect();
+        assert_eq!(
+            macs,
+            vec![
+                (
+                    "shop_back".to_string(),
+                    Some("02:42:ac:11:00:03".to_string())
+                ),
+                ("shop_front".to_string(), None),
+            ],
+            "the network's own MAC wins over the service's on the first network"
+        );
+        assert_eq!(db.start_first_blocker(), Some("it has a fixed MAC address"));
     }
 
     #[test]

@@ -22,6 +22,8 @@ use super::MAX_FILE_BYTES;
 use super::diagnostics::{Diagnostic, Diagnostics, Position, SourceFile, did_you_mean};
 use super::interpolate::interpolate;
 
+mod host;
+
 /// Top-level keys gitfleet honours (plus `x-*` extensions).
 pub const SUPPORTED_TOP_LEVEL_KEYS: &[&str] = &[
     "version", "name", "services", "networks", "volumes", "secrets", "configs",
@@ -81,6 +83,11 @@ pub const SUPPORTED_SERVICE_KEYS: &[&str] = &[
     "platform",
     "pull_policy",
     "profiles",
+    "privileged",
+    "pid",
+    "ipc",
+    "mac_address",
+    "storage_opt",
 ];
 
 /// `deploy` keys accepted. Those only Swarm acts on (`update_config`,
@@ -137,6 +144,10 @@ pub struct ServiceExtras {
     pub memory_reservation: Option<String>,
     /// `deploy.resources.reservations.devices`: device requests (GPUs).
     pub device_requests: Vec<DeviceRequest>,
+    pub mac_address: Option<String>,
+    /// `networks.<key>.mac_address`, by network key.
+    pub network_macs: BTreeMap<String, String>,
+    pub storage_opt: BTreeMap<String, String>,
 }
 
 /// An `env_file` entry: a path relative to the compose file, and whether a missing
@@ -904,7 +915,8 @@ fn drop_inactive(
 }
 
 /// A service that runs must not need one that does not (Compose refuses such a file
-/// too): `depends_on` (unless `required: false`), `links`, `network_mode: service:`.
+/// too): `depends_on` (unless `required: false`), `links`, `network_mode`, `pid` or
+/// `ipc` `service:`.
 fn check_needs_of_the_running(
     ctx: &Context,
     value: &Value,
@@ -943,10 +955,12 @@ fn check_needs_of_the_running(
                 needs.push(("links", target.to_string()));
             }
         }
-        if let Some(mode) = service.get("network_mode").and_then(Value::as_str)
-            && let Some(other) = mode.strip_prefix("service:")
-        {
-            needs.push(("network_mode", other.to_string()));
+        for key in ["network_mode", "pid", "ipc"] {
+            if let Some(mode) = service.get(key).and_then(Value::as_str)
+                && let Some(other) = mode.strip_prefix("service:")
+            {
+                needs.push((key, other.to_string()));
+            }
         }
         for (key, needed) in needs.into_iter().filter(|(_, n)| inactive.contains_key(n)) {
             let path = format!("services.{name}.{key}");
@@ -980,6 +994,16 @@ fn coerce_scalars(value: &mut Value) {
         };
         if let Some(typed) = typed {
             *v = typed;
+        }
+    }
+    // `enable_ipv6: ${ENABLE_IPV6:-true}` (mailcow).
+    if let Some(Value::Mapping(networks)) = value.get_mut("networks") {
+        for network in networks.values_mut().filter_map(Value::as_mapping_mut) {
+            for key in ["enable_ipv6", "internal", "attachable"] {
+                if let Some(v) = network.get_mut(key) {
+                    coerce(v, true);
+                }
+            }
         }
     }
     let Some(Value::Mapping(services)) = value.get_mut("services") else {
@@ -1107,6 +1131,7 @@ fn lift_extras(
         }
         // Accepted, meaning nothing on a daemon that runs detached.
         take("attach");
+        host::lift(ctx, &name, service, &mut extras, diags);
         if let Some(deploy) = service.get_mut("deploy").and_then(Value::as_mapping_mut) {
             lift_deploy(ctx, &name, deploy, &mut extras, diags);
         }
@@ -1554,14 +1579,14 @@ secrets:
 
     #[test]
     fn every_unsupported_key_is_reported_with_its_line_and_a_fix() {
-        let text = "services:\n  web:\n    image: x\n    privileged: true\n    enviroment: {A: b}\n    deploy:\n      replica: 3\nprofiles: []\n";
+        let text = "services:\n  web:\n    image: x\n    scale: 2\n    enviroment: {A: b}\n    deploy:\n      replica: 3\nprofiles: []\n";
         let (stack, diags) = load_text(text);
         assert!(stack.is_none());
         let all: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
         let text = all.join("\n");
         assert_eq!(diags.len(), 4, "{text}");
         assert!(
-            text.contains("`services.web.privileged`") && text.contains("compose.yaml:4:5"),
+            text.contains("`services.web.scale`") && text.contains("compose.yaml:4:5"),
             "{text}"
         );
         assert!(text.contains("did you mean `environment`?"), "{text}");
