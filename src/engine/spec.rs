@@ -599,7 +599,8 @@ impl ServiceCtx<'_> {
     }
 
     /// `env_file` first, then `environment` over it, as Compose does. A bare `KEY`
-    /// (take it from the shell) has no meaning on a node and is left out.
+    /// still bare is not set in the agent's environment nor `.env` (loading resolved
+    /// the others) and is left out, as `docker compose` leaves it.
     fn environment(&self, s: &dct::Service, extras: &ServiceExtras) -> Result<Vec<String>, String> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         for file in &extras.env_files {
@@ -833,10 +834,15 @@ impl ServiceCtx<'_> {
             dct::Networks::Simple(names) if names.is_empty() => {
                 vec![(self.network_name("default")?, endpoint(&[]))]
             }
-            dct::Networks::Simple(names) => names
-                .iter()
-                .map(|n| Ok((self.network_name(n)?, endpoint(&[]))))
-                .collect::<Result<_, String>>()?,
+            // In name order, as the map form: the first is the one Compose creates with.
+            dct::Networks::Simple(names) => {
+                let mut names: Vec<&String> = names.iter().collect();
+                names.sort();
+                names
+                    .into_iter()
+                    .map(|n| Ok((self.network_name(n)?, endpoint(&[]))))
+                    .collect::<Result<_, String>>()?
+            }
             dct::Networks::Advanced(map) => {
                 let mut keys: Vec<&String> = map.0.keys().collect();
                 keys.sort();
@@ -1683,8 +1689,9 @@ configs:
         assert_eq!(spec.networks["back"].name, "shop_back");
         assert_eq!(spec.volumes["cache"].name, "shop_cache");
         let host = web.create.host_config.as_ref().unwrap();
-        assert_eq!(host.network_mode.as_deref(), Some("shop_front"));
-        assert_eq!(web.extra_networks[0].0, "shop_back");
+        // `[front, back]`: in name order, the first created with, as docker-compose does.
+        assert_eq!(host.network_mode.as_deref(), Some("shop_back"));
+        assert_eq!(web.extra_networks[0].0, "shop_front");
         assert_eq!(
             web.extra_networks[0].1.aliases.as_deref(),
             Some(&["web".to_string()][..])

@@ -376,6 +376,7 @@ pub fn load(
     if diags.len() > before {
         return None;
     }
+    resolve_bare_environment(&mut value, vars);
     let inactive = drop_inactive(&mut value, vars);
     check_needs_of_the_running(&ctx, &value, &inactive, diags);
     coerce_scalars(&mut value);
@@ -912,6 +913,39 @@ fn drop_inactive(
         }
     }
     dropped
+}
+
+/// A bare `environment` entry (`- TZ`, `TZ:`) takes its value from the variables
+/// (the agent's environment over `.env`), as Compose takes it from the shell and
+/// `.env`; one that is not set there stays bare and is left out of the container.
+fn resolve_bare_environment(value: &mut Value, vars: &BTreeMap<String, String>) {
+    let Some(Value::Mapping(services)) = value.get_mut("services") else {
+        return;
+    };
+    for service in services.values_mut() {
+        match service.get_mut("environment") {
+            Some(Value::Sequence(items)) => {
+                for item in items.iter_mut() {
+                    if let Value::String(key) = item
+                        && !key.contains('=')
+                        && let Some(v) = vars.get(key.as_str())
+                    {
+                        *item = Value::String(format!("{key}={v}"));
+                    }
+                }
+            }
+            Some(Value::Mapping(map)) => {
+                for (key, v) in map.iter_mut() {
+                    if v.is_null()
+                        && let Some(set) = vars.get(&key_str(key))
+                    {
+                        *v = Value::String(set.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A service that runs must not need one that does not (Compose refuses such a file
