@@ -26,6 +26,14 @@ pub struct Policy {
     pub allowed_windows_only: bool,
     /// `network_mode: host` allowed (it bypasses the stack's network isolation).
     pub allow_host_network: bool,
+    /// `privileged: true` allowed (every device and capability of the host).
+    pub allow_privileged: bool,
+    /// `pid: host` allowed (sees and signals every process of the host).
+    pub allow_host_pid: bool,
+    /// `ipc: host` allowed (the host's shared memory and semaphores).
+    pub allow_host_ipc: bool,
+    /// `cap_add` of [`HOST_CAPABILITIES`] allowed (each is enough to reach the host).
+    pub allow_host_capabilities: bool,
     /// Host path prefixes absolute bind mounts must lie under; `None` = any.
     pub allowed_bind_paths: Option<Vec<String>>,
 }
@@ -36,7 +44,28 @@ const ADMISSION_KEYS: &[&str] = &[
     "require_signed_commits",
     "allowed_signers",
     "allow_host_network",
+    "allow_privileged",
+    "allow_host_pid",
+    "allow_host_ipc",
+    "allow_host_capabilities",
     "allowed_bind_paths",
+];
+
+/// Capabilities a container can use to leave its isolation or act on the host kernel
+/// (mount, load modules, raw I/O, trace others, read any inode, load BPF, reboot,
+/// change the LSM policy), and `ALL`: `cap_add` of one needs `allow_host_capabilities`.
+/// Others (`NET_ADMIN`, `NET_BIND_SERVICE`, …) stay inside the container's namespaces.
+pub const HOST_CAPABILITIES: &[&str] = &[
+    "ALL",
+    "SYS_ADMIN",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_PTRACE",
+    "SYS_BOOT",
+    "DAC_READ_SEARCH",
+    "BPF",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
 ];
 const ROLLOUT_KEYS: &[&str] = &[
     "require_first_batch_max",
@@ -80,8 +109,19 @@ pub fn read_policy(root: &TableReader, diags: &mut Diagnostics) -> Policy {
                 ),
             }
         }
-        if let Some(b) = a.bool("allow_host_network", diags) {
-            policy.allow_host_network = b.value;
+        for (key, allowed) in [
+            ("allow_host_network", &mut policy.allow_host_network),
+            ("allow_privileged", &mut policy.allow_privileged),
+            ("allow_host_pid", &mut policy.allow_host_pid),
+            ("allow_host_ipc", &mut policy.allow_host_ipc),
+            (
+                "allow_host_capabilities",
+                &mut policy.allow_host_capabilities,
+            ),
+        ] {
+            if let Some(b) = a.bool(key, diags) {
+                *allowed = b.value;
+            }
         }
         if let Some(list) = a.strings("allowed_bind_paths", "[\"/srv/shop/\"]", diags) {
             let mut paths = Vec::new();
@@ -161,10 +201,10 @@ impl FleetSource<'_> {
 
 impl Policy {
     /// Every way the compose stack reaches further into the host than this policy
-    /// allows: `network_mode: host`, and bind mounts (or `secrets`/`configs` files) of
-    /// host paths outside `allowed_bind_paths`. (`privileged` and `pid` are outside the supported Compose
-    /// subset, so no stack gets them.) Relative bind mounts stay inside the node's state
-    /// directory and are always allowed.
+    /// allows: `network_mode: host`, `privileged`, `pid: host`, `ipc: host`, `cap_add`
+    /// of a [`HOST_CAPABILITIES`] one, and bind mounts (or `secrets`/`configs` files) of
+    /// host paths outside `allowed_bind_paths`. Relative bind mounts stay inside the
+    /// node's state directory and are always allowed.
     pub fn compose_violations(
         &self,
         policy_path: &str,
@@ -176,11 +216,57 @@ impl Policy {
             let Some(Some(service)) = stack.compose.services.0.get(name) else {
                 continue;
             };
-            if service.network_mode.as_deref() == Some("host") && !self.allow_host_network {
-                let key = format!("services.{name}.network_mode");
-                out.push(stack.diagnostic(src, &key,
-                    format!("service `{name}` uses the host's network, which the policy {policy_path} does not allow"))
-                    .help("publish ports instead, or set `allow_host_network = true` in the policy's [admission]"));
+            let host_caps: Vec<&str> = service
+                .cap_add
+                .iter()
+                .map(|c| c.trim_start_matches("CAP_").trim_start_matches("cap_"))
+                .filter(|c| HOST_CAPABILITIES.iter().any(|h| h.eq_ignore_ascii_case(c)))
+                .collect();
+            let host_caps = host_caps.join(", ");
+            let powers = [
+                (
+                    service.network_mode.as_deref() == Some("host") && !self.allow_host_network,
+                    "network_mode",
+                    "uses the host's network",
+                    "allow_host_network",
+                    "publish ports instead",
+                ),
+                (
+                    service.privileged && !self.allow_privileged,
+                    "privileged",
+                    "is privileged (every device and capability of the host)",
+                    "allow_privileged",
+                    "add only the capabilities (`cap_add`) and `devices` it needs",
+                ),
+                (
+                    service.pid.as_deref() == Some("host") && !self.allow_host_pid,
+                    "pid",
+                    "uses the host's process namespace",
+                    "allow_host_pid",
+                    "remove `pid: host`",
+                ),
+                (
+                    service.ipc.as_deref() == Some("host") && !self.allow_host_ipc,
+                    "ipc",
+                    "uses the host's IPC namespace",
+                    "allow_host_ipc",
+                    "use `ipc: shareable` and `ipc: service:<name>` to share memory within the stack",
+                ),
+                (
+                    !host_caps.is_empty() && !self.allow_host_capabilities,
+                    "cap_add",
+                    &format!("adds capabilities that reach the host ({host_caps})"),
+                    "allow_host_capabilities",
+                    "add only capabilities that stay in the container (e.g. NET_ADMIN)",
+                ),
+            ];
+            for (refused, key, what, allow, instead) in powers {
+                if refused {
+                    let key = format!("services.{name}.{key}");
+                    out.push(stack.diagnostic(src, &key,
+                        format!("service `{name}` {what}, which the policy {policy_path} does not allow"))
+                        .help(format!("{instead}, or set `{allow} = true` in the policy's [admission]")));
+                }
             }
         }
         let Some(allowed) = &self.allowed_bind_paths else {

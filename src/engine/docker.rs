@@ -244,6 +244,13 @@ impl DockerEngine {
         name: &str,
         body: ContainerCreateBody,
     ) -> Result<String, EngineError> {
+        for endpoint in body
+            .networking_config
+            .iter()
+            .flat_map(|n| n.endpoints_config.iter().flatten())
+        {
+            self.endpoint_mac_honoured(endpoint.1, name)?;
+        }
         let options = CreateContainerOptions {
             name: Some(name.to_string()),
             ..Default::default()
@@ -261,6 +268,7 @@ impl DockerEngine {
         id: &str,
         endpoint: EndpointSettings,
     ) -> Result<(), EngineError> {
+        self.endpoint_mac_honoured(&endpoint, id)?;
         let request = NetworkConnectRequest {
             container: id.to_string(),
             endpoint_config: Some(endpoint),
@@ -269,6 +277,28 @@ impl DockerEngine {
             .connect_network(network, request)
             .await
             .map_err(api(format!("connect {id} to network {network}")))
+    }
+
+    /// An endpoint's MAC address (`mac_address`) is honoured from Engine API 1.44
+    /// (Docker 25) on; older engines drop it without a word, so it is refused there.
+    fn endpoint_mac_honoured(
+        &self,
+        endpoint: &EndpointSettings,
+        container: &str,
+    ) -> Result<(), EngineError> {
+        let version = self.client.client_version();
+        if endpoint.mac_address.is_none()
+            || (version.major_version, version.minor_version) >= (1, 44)
+        {
+            return Ok(());
+        }
+        Err(EngineError::Api {
+            action: format!("create container {container}"),
+            transient: false,
+            reason: format!(
+                "mac_address needs Docker Engine API 1.44 (Docker 25) or newer; this engine speaks {version}: upgrade it, or remove mac_address"
+            ),
+        })
     }
 
     /// Takes the container off `network`, so the network's DNS stops offering it.

@@ -84,6 +84,10 @@ impl ServiceSpec {
             Some("it publishes host ports")
         } else if host.network_mode.as_deref() == Some("host") {
             Some("it uses the host's network")
+        } else if self.networks().iter().any(|(_, e)| e.mac_address.is_some()) {
+            // Two containers with one MAC on one network break both; the host's pid and
+            // ipc namespaces take any number of containers.
+            Some("it has a fixed MAC address")
         } else {
             None
         }
@@ -333,10 +337,6 @@ impl ServiceCtx<'_> {
     fn build(&self, s: &dct::Service, image: &PinnedImage) -> Result<ServiceSpec, Vec<String>> {
         let mut errors = Vec::new();
         let mut err = |e: String| errors.push(e);
-        // `build` means nothing on a node: the service runs its pinned image.
-        if s.privileged || s.pid.is_some() || s.ipc.is_some() {
-            err("uses a key gitfleet does not honour (privileged, pid or ipc)".to_string());
-        }
         let no_extras = ServiceExtras::default();
         let extras = self.stack.extras.get(self.name).unwrap_or(&no_extras);
         let no_values = ServiceValues::default();
@@ -353,12 +353,15 @@ impl ServiceCtx<'_> {
             .filter_map(|m| m.source.as_deref().map(PathBuf::from))
             .filter(|source| source.starts_with(self.host_dir))
             .collect();
-        let (network_mode, first_network, extra_networks) =
+        let (network_mode, first_network, mut extra_networks) =
             self.networks(&values.network).unwrap_or_else(|e| {
                 err(e);
                 (None, None, Vec::new())
             });
-        let first_network = self.links(&values.links, first_network);
+        let mut first_network = self.links(&values.links, first_network);
+        if let Err(e) = self.mac_addresses(extras, &mut first_network, &mut extra_networks) {
+            err(e);
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -478,6 +481,11 @@ impl ServiceCtx<'_> {
             ),
             cgroup_parent: s.cgroup_parent.clone(),
             userns_mode: s.userns_mode.clone(),
+            privileged: s.privileged.then_some(true),
+            pid_mode: s.pid.as_deref().map(|m| self.namespace_mode(m)),
+            ipc_mode: s.ipc.as_deref().map(|m| self.namespace_mode(m)),
+            storage_opt: (!extras.storage_opt.is_empty())
+                .then(|| extras.storage_opt.clone().into_iter().collect()),
             ..Default::default()
         };
         let create = ContainerCreateBody {
@@ -629,16 +637,8 @@ impl ServiceCtx<'_> {
         let endpoints = match network {
             Network::Mode(mode) => return Ok((Some(mode.clone()), None, Vec::new())),
             Network::Service(other) => {
-                let explicit = self
-                    .stack
-                    .compose
-                    .services
-                    .0
-                    .get(other)
-                    .and_then(|o| o.as_ref())
-                    .and_then(|o| o.container_name.as_deref());
-                let name = container_name(self.project, other, explicit);
-                return Ok((Some(format!("container:{name}")), None, Vec::new()));
+                let mode = self.namespace_mode(&format!("service:{other}"));
+                return Ok((Some(mode), None, Vec::new()));
             }
             Network::Joined(endpoints) => endpoints,
         };
@@ -668,6 +668,59 @@ impl ServiceCtx<'_> {
         let mut list = list.into_iter();
         let first = list.next();
         Ok((first.as_ref().map(|f| f.0.clone()), first, list.collect()))
+    }
+
+    /// A `network_mode`, `pid` or `ipc` mode for the engine: `service:x` (another
+    /// service's namespace) becomes `container:<x's container name>`.
+    fn namespace_mode(&self, mode: &str) -> String {
+        match mode.strip_prefix("service:") {
+            Some(other) => {
+                let explicit = self
+                    .stack
+                    .compose
+                    .services
+                    .0
+                    .get(other)
+                    .and_then(|o| o.as_ref())
+                    .and_then(|o| o.container_name.as_deref());
+                format!(
+                    "container:{}",
+                    container_name(self.project, other, explicit)
+                )
+            }
+            None => mode.to_string(),
+        }
+    }
+
+    /// `networks.<n>.mac_address` on its endpoint, and the service's `mac_address` on
+    /// the first network's unless that one has its own, as `docker compose` sets them
+    /// for Engine API 1.44 and newer (older engines ignore an endpoint's MAC:
+    /// [`super::docker::DockerEngine::create`] refuses there).
+    fn mac_addresses(
+        &self,
+        extras: &ServiceExtras,
+        first: &mut Option<(String, EndpointSettings)>,
+        others: &mut [(String, EndpointSettings)],
+    ) -> Result<(), String> {
+        for (key, mac) in &extras.network_macs {
+            let name = self.network_name(key)?;
+            if let Some((_, endpoint)) = first
+                .iter_mut()
+                .chain(others.iter_mut())
+                .find(|(n, _)| *n == name)
+            {
+                endpoint.mac_address = Some(mac.clone());
+            }
+        }
+        if let Some(mac) = &extras.mac_address {
+            let Some((_, endpoint)) = first else {
+                return Err(
+                    "mac_address: needs a network of the stack (not `network_mode`)".to_string(),
+                );
+            };
+            endpoint.mac_address.get_or_insert_with(|| mac.clone());
+        }
+        Ok(())
     }
 
     /// `links`, as Compose makes them on a user-defined network: the linked container
@@ -1051,8 +1104,9 @@ configs:
         assert_eq!(spec.networks["back"].name, "shop_back");
         assert_eq!(spec.volumes["cache"].name, "shop_cache");
         let host = web.create.host_config.as_ref().unwrap();
-        assert_eq!(host.network_mode.as_deref(), Some("shop_front"));
-        assert_eq!(web.extra_networks[0].0, "shop_back");
+        // `[front, back]`: in name order, the first created with, as docker-compose does.
+        assert_eq!(host.network_mode.as_deref(), Some("shop_back"));
+        assert_eq!(web.extra_networks[0].0, "shop_front");
         assert_eq!(
             web.extra_networks[0].1.aliases.as_deref(),
             Some(&["web".to_string()][..])
@@ -1203,6 +1257,53 @@ configs:
             }],
             "a linked service starts first"
         );
+    }
+
+    #[test]
+    fn host_powers_macs_and_storage_options_reach_the_create_body() {
+        let text = "services:\n  db:\n    image: x\n    ipc: shareable\n    networks: {back: {mac_address: \"02:42:ac:11:00:03\"}, front: {}}\n    mac_address: \"02:42:ac:11:00:02\"\n  web:\n    image: x\n    privileged: true\n    pid: host\n    ipc: service:db\n    cap_add: [ALL]\n    storage_opt: {size: 20G}\nnetworks: {back: {}, front: {}}\n";
+        let spec = spec_of(text, &[("db", 'a'), ("web", 'b')]);
+        let web = &spec.services["web"];
+        let host = web.create.host_config.clone().unwrap();
+        assert_eq!(host.privileged, Some(true));
+        assert_eq!(host.pid_mode.as_deref(), Some("host"));
+        assert_eq!(host.ipc_mode.as_deref(), Some("container:shop-db-1"));
+        assert_eq!(host.cap_add, Some(vec!["ALL".to_string()]));
+        assert_eq!(
+            host.storage_opt,
+            Some(HashMap::from([("size".to_string(), "20G".to_string())]))
+        );
+        assert_eq!(
+            web.depends_on,
+            vec![Dependency {
+                service: "db".into(),
+                condition: Condition::Started
+            }],
+            "the service whose namespace it shares starts first"
+        );
+        assert_eq!(
+            web.start_first_blocker(),
+            None,
+            "host pid and ipc take many"
+        );
+        let db = &spec.services["db"];
+        let macs: Vec<(String, Option<String>)> = db
+            .networks()
+            .into_iter()
+            .map(|(n, e)| (n, e.mac_address))
+            .collect();
+        assert_eq!(
+            macs,
+            vec![
+                (
+                    "shop_back".to_string(),
+                    Some("02:42:ac:11:00:03".to_string())
+                ),
+                ("shop_front".to_string(), None),
+            ],
+            "the network's own MAC wins over the service's on the first network"
+        );
+        assert_eq!(db.start_first_blocker(), Some("it has a fixed MAC address"));
     }
 
     #[test]

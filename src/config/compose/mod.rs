@@ -22,6 +22,7 @@ use super::MAX_FILE_BYTES;
 use super::diagnostics::{Diagnostic, Diagnostics, Position, SourceFile, did_you_mean};
 use super::interpolate::interpolate;
 
+mod host;
 pub mod values;
 
 use values::{Declared, ServiceValues};
@@ -85,6 +86,11 @@ pub const SUPPORTED_SERVICE_KEYS: &[&str] = &[
     "platform",
     "pull_policy",
     "profiles",
+    "privileged",
+    "pid",
+    "ipc",
+    "mac_address",
+    "storage_opt",
 ];
 
 /// `deploy` keys accepted. Those only Swarm acts on (`update_config`,
@@ -141,6 +147,10 @@ pub struct ServiceExtras {
     pub memory_reservation: Option<String>,
     /// `deploy.resources.reservations.devices`: device requests (GPUs).
     pub device_requests: Vec<DeviceRequest>,
+    pub mac_address: Option<String>,
+    /// `networks.<key>.mac_address`, by network key.
+    pub network_macs: BTreeMap<String, String>,
+    pub storage_opt: BTreeMap<String, String>,
 }
 
 /// An `env_file` entry: a path relative to the compose file, and whether a missing
@@ -371,6 +381,7 @@ pub fn load(
     if diags.len() > before {
         return None;
     }
+    resolve_bare_environment(&mut value, vars);
     let inactive = drop_inactive(&mut value, vars);
     check_needs_of_the_running(&ctx, &value, &inactive, diags);
     coerce_scalars(&mut value);
@@ -948,8 +959,42 @@ fn drop_inactive(
     dropped
 }
 
+/// A bare `environment` entry (`- TZ`, `TZ:`) takes its value from the variables
+/// (the agent's environment over `.env`), as Compose takes it from the shell and
+/// `.env`; one that is not set there stays bare and is left out of the container.
+fn resolve_bare_environment(value: &mut Value, vars: &BTreeMap<String, String>) {
+    let Some(Value::Mapping(services)) = value.get_mut("services") else {
+        return;
+    };
+    for service in services.values_mut() {
+        match service.get_mut("environment") {
+            Some(Value::Sequence(items)) => {
+                for item in items.iter_mut() {
+                    if let Value::String(key) = item
+                        && !key.contains('=')
+                        && let Some(v) = vars.get(key.as_str())
+                    {
+                        *item = Value::String(format!("{key}={v}"));
+                    }
+                }
+            }
+            Some(Value::Mapping(map)) => {
+                for (key, v) in map.iter_mut() {
+                    if v.is_null()
+                        && let Some(set) = vars.get(&key_str(key))
+                    {
+                        *v = Value::String(set.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A service that runs must not need one that does not (Compose refuses such a file
-/// too): `depends_on` (unless `required: false`), `links`, `network_mode: service:`.
+/// too): `depends_on` (unless `required: false`), `links`, `network_mode`, `pid` or
+/// `ipc` `service:`.
 fn check_needs_of_the_running(
     ctx: &Context,
     value: &Value,
@@ -988,10 +1033,12 @@ fn check_needs_of_the_running(
                 needs.push(("links", target.to_string()));
             }
         }
-        if let Some(mode) = service.get("network_mode").and_then(Value::as_str)
-            && let Some(other) = mode.strip_prefix("service:")
-        {
-            needs.push(("network_mode", other.to_string()));
+        for key in ["network_mode", "pid", "ipc"] {
+            if let Some(mode) = service.get(key).and_then(Value::as_str)
+                && let Some(other) = mode.strip_prefix("service:")
+            {
+                needs.push((key, other.to_string()));
+            }
         }
         for (key, needed) in needs.into_iter().filter(|(_, n)| inactive.contains_key(n)) {
             let path = format!("services.{name}.{key}");
@@ -1025,6 +1072,16 @@ fn coerce_scalars(value: &mut Value) {
         };
         if let Some(typed) = typed {
             *v = typed;
+        }
+    }
+    // `enable_ipv6: ${ENABLE_IPV6:-true}` (mailcow).
+    if let Some(Value::Mapping(networks)) = value.get_mut("networks") {
+        for network in networks.values_mut().filter_map(Value::as_mapping_mut) {
+            for key in ["enable_ipv6", "internal", "attachable"] {
+                if let Some(v) = network.get_mut(key) {
+                    coerce(v, true);
+                }
+            }
         }
     }
     let Some(Value::Mapping(services)) = value.get_mut("services") else {
@@ -1152,6 +1209,7 @@ fn lift_extras(
         }
         // Accepted, meaning nothing on a daemon that runs detached.
         take("attach");
+        host::lift(ctx, &name, service, &mut extras, diags);
         if let Some(deploy) = service.get_mut("deploy").and_then(Value::as_mapping_mut) {
             lift_deploy(ctx, &name, deploy, &mut extras, diags);
         }
@@ -1599,14 +1657,14 @@ secrets:
 
     #[test]
     fn every_unsupported_key_is_reported_with_its_line_and_a_fix() {
-        let text = "services:\n  web:\n    image: x\n    privileged: true\n    enviroment: {A: b}\n    deploy:\n      replica: 3\nprofiles: []\n";
+        let text = "services:\n  web:\n    image: x\n    scale: 2\n    enviroment: {A: b}\n    deploy:\n      replica: 3\nprofiles: []\n";
         let (stack, diags) = load_text(text);
         assert!(stack.is_none());
         let all: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
         let text = all.join("\n");
         assert_eq!(diags.len(), 4, "{text}");
         assert!(
-            text.contains("`services.web.privileged`") && text.contains("compose.yaml:4:5"),
+            text.contains("`services.web.scale`") && text.contains("compose.yaml:4:5"),
             "{text}"
         );
         assert!(text.contains("did you mean `environment`?"), "{text}");

@@ -66,7 +66,7 @@ pub struct ServiceValues {
 /// How the service is networked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Network {
-    /// Top-level networks it joins, sorted by key (`default` when it names none).
+    /// Top-level networks it joins, in name order (`default` when it names none).
     Joined(Vec<Endpoint>),
     /// `network_mode: service:<name>`: the network of that service's container.
     Service(String),
@@ -955,9 +955,8 @@ fn network(check: &mut Checker, s: &dct::Service, declared: &Declared) -> Networ
             })
             .collect(),
     };
-    if let dct::Networks::Advanced(_) = &s.networks {
-        endpoints.sort_by(|a, b| a.network.cmp(&b.network));
-    }
+    // In name order, either form: the first is the one Compose creates the container with.
+    endpoints.sort_by(|a, b| a.network.cmp(&b.network));
     endpoints.retain(|e| {
         let known = declared.networks.contains(e.network.as_str());
         if !known {
@@ -1048,12 +1047,13 @@ fn depends_on(check: &mut Checker, s: &dct::Service, links: &[Link]) -> Vec<Depe
             })
             .collect(),
     };
-    if let Some(other) = s
-        .network_mode
-        .as_deref()
-        .and_then(|m| m.strip_prefix("service:"))
-    {
-        out.push(started(other));
+    // A namespace shared with another service needs that service's container.
+    for mode in [&s.network_mode, &s.pid, &s.ipc] {
+        if let Some(other) = mode.as_deref().and_then(|m| m.strip_prefix("service:"))
+            && !out.iter().any(|d| d.service == other)
+        {
+            out.push(started(other));
+        }
     }
     for link in links {
         if !out.iter().any(|d| d.service == link.service) {
