@@ -6,8 +6,7 @@ use serde::Serialize;
 
 use super::exit;
 use crate::cli::{CheckArgs, Format};
-use crate::config::RepoFiles as _;
-use crate::config::diagnostics::{Diagnostic, Diagnostics, SourceFile};
+use crate::config::diagnostics::{Diagnostic, Diagnostics};
 use crate::config::fleet::NodeId;
 use crate::config::{self, DirFiles, FleetRepo, Interpolation};
 use crate::engine::spec::{Sources, project_spec};
@@ -76,9 +75,6 @@ fn translate(files: &DirFiles, repo: FleetRepo) -> Result<FleetRepo, Diagnostics
     let Err(errors) = project_spec(&repo.fleet.name, &repo.compose, &repo.images, &sources) else {
         return Ok(repo);
     };
-    let path = &repo.fleet.compose_path;
-    let text = files.read(path).ok().flatten().unwrap_or_default();
-    let source = SourceFile::new(path.as_str(), text);
     let mut diags = Diagnostics::default();
     for e in errors {
         let service = format!("services.{}", e.service);
@@ -88,7 +84,7 @@ fn translate(files: &DirFiles, repo: FleetRepo) -> Result<FleetRepo, Diagnostics
             .into_iter()
             .find(|k| repo.compose.position(k).is_some())
             .unwrap_or(service);
-        diags.push(repo.compose.diagnostic(&source, &key, e.message).help(
+        diags.push(repo.compose.diagnostic(&key, e.message).help(
             "use a value `docker compose` accepts: every node would refuse to create this service",
         ));
     }

@@ -165,12 +165,7 @@ impl Policy {
     /// host paths outside `allowed_bind_paths`. (`privileged` and `pid` are outside the supported Compose
     /// subset, so no stack gets them.) Relative bind mounts stay inside the node's state
     /// directory and are always allowed.
-    pub fn compose_violations(
-        &self,
-        policy_path: &str,
-        stack: &ComposeStack,
-        src: &SourceFile,
-    ) -> Diagnostics {
+    pub fn compose_violations(&self, policy_path: &str, stack: &ComposeStack) -> Diagnostics {
         let mut out = Diagnostics::default();
         for name in stack.service_names() {
             let Some(Some(service)) = stack.compose.services.0.get(name) else {
@@ -178,7 +173,7 @@ impl Policy {
             };
             if service.network_mode.as_deref() == Some("host") && !self.allow_host_network {
                 let key = format!("services.{name}.network_mode");
-                out.push(stack.diagnostic(src, &key,
+                out.push(stack.diagnostic(&key,
                     format!("service `{name}` uses the host's network, which the policy {policy_path} does not allow"))
                     .help("publish ports instead, or set `allow_host_network = true` in the policy's [admission]"));
             }
@@ -199,7 +194,7 @@ impl Policy {
             } else {
                 allowed.join(", ")
             };
-            out.push(stack.diagnostic(src, &reference.key,
+            out.push(stack.diagnostic(&reference.key,
                 format!("`{}` mounts the host path `{source}`, outside what the policy {policy_path} allows ({allowed})", reference.key))
                 .help("use a named volume, a path under an allowed prefix, or a `configs`/`secrets` file from the repository"));
         }

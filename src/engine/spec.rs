@@ -462,19 +462,6 @@ impl ServiceCtx<'_> {
                 "com.docker.compose.project.working_dir".to_string(),
                 self.sources.host_dir.display().to_string(),
             ),
-            (
-                "com.docker.compose.project.config_files".to_string(),
-                self.sources
-                    .host_path(
-                        self.stack
-                            .file
-                            .rsplit('/')
-                            .next()
-                            .unwrap_or(&self.stack.file),
-                    )
-                    .display()
-                    .to_string(),
-            ),
         ]);
         let host_config = HostConfig {
             mounts: non_empty(mounts),
@@ -574,6 +561,11 @@ impl ServiceCtx<'_> {
         if let Some(labels) = create.labels.as_mut() {
             labels.insert(CONFIG_HASH_LABEL.to_string(), config_hash.clone());
             labels.insert(CONFIG_PARTS_LABEL.to_string(), parts);
+            // Outside the hash: how the files are split is not the service's config.
+            labels.insert(
+                "com.docker.compose.project.config_files".to_string(),
+                self.config_files(),
+            );
         }
         Ok(ServiceSpec {
             service: self.name.to_string(),
@@ -1329,6 +1321,23 @@ pub fn bytes(text: &str) -> Result<i64, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a size like 512M"))?;
     Ok((n * scale) as i64)
+}
+
+impl ServiceCtx<'_> {
+    /// Every compose file merged, on the host, comma-separated as Compose writes it.
+    fn config_files(&self) -> String {
+        let dir = crate::config::parent_dir(&self.stack.file);
+        let files: Vec<String> = self
+            .stack
+            .config_files
+            .iter()
+            .map(|f| {
+                let relative = f.strip_prefix(dir).unwrap_or(f).trim_start_matches('/');
+                self.sources.host_path(relative).display().to_string()
+            })
+            .collect();
+        files.join(",")
+    }
 }
 
 /// sha256 over the canonical JSON of the create body and extra networks (maps sorted).
