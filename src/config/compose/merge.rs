@@ -705,3 +705,117 @@ fn rebase(prefix: &str, path: &str) -> String {
     }
     format!("./{}{}", "../".repeat(up), parts.join("/"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ComposeStack, load_files};
+    use super::*;
+
+    struct Files(BTreeMap<&'static str, &'static str>);
+
+    impl RepoFiles for Files {
+        fn read(&self, path: &str) -> Result<Option<String>, String> {
+            Ok(self.0.get(path).map(|t| t.to_string()))
+        }
+        fn list(&self, _: &str) -> Result<Vec<String>, String> {
+            Ok(self.0.keys().map(|k| k.to_string()).collect())
+        }
+    }
+
+    fn load(
+        files: &[(&'static str, &'static str)],
+        paths: &[&str],
+    ) -> (Option<ComposeStack>, Diagnostics) {
+        let mut diags = Diagnostics::default();
+        let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        let stack = load_files(
+            &Files(files.iter().copied().collect()),
+            &paths,
+            &BTreeMap::new(),
+            &mut diags,
+        );
+        (stack, diags)
+    }
+
+    #[test]
+    fn keys_an_override_brings_point_at_the_override() {
+        let files = [
+            (
+                "s/a.yaml",
+                "services:\n  web:\n    image: x\n    ports: [\"80:80\"]\n    environment: {A: \"1\"}\n",
+            ),
+            (
+                "s/b.yaml",
+                "services:\n  web:\n    ports: [\"80:80\", \"81:81\"]\n    environment: {A: !reset null}\n    privileged: true\n",
+            ),
+        ];
+        let (_, diags) = load(&files, &["s/a.yaml", "s/b.yaml"]);
+        let text = diags.to_string();
+        assert!(
+            text.contains("s/b.yaml:5:5 (key `services.web.privileged`)"),
+            "{text}"
+        );
+        let files = [
+            files[0],
+            (
+                "s/b.yaml",
+                "services:\n  web:\n    ports: [\"80:80\", \"81:81\"]\n    environment: {A: !reset null}\n",
+            ),
+        ];
+        let (stack, diags) = load(&files, &["s/a.yaml", "s/b.yaml"]);
+        let stack = stack.unwrap_or_else(|| panic!("{diags}"));
+        let web = stack.compose.services.0["web"].as_ref().unwrap();
+        assert_eq!(
+            format!("{:?}", web.ports).matches("80:80").count(),
+            1,
+            "{:?}",
+            web.ports
+        );
+        assert!(format!("{:?}", web.ports).contains("81:81"));
+        assert!(
+            !format!("{:?}", web.environment).contains('A'),
+            "{:?}",
+            web.environment
+        );
+        assert_eq!(
+            stack.position("services.web.ports.1").map(|p| p.line),
+            Some(3)
+        );
+        assert_eq!(stack.config_files, ["s/a.yaml", "s/b.yaml"]);
+    }
+
+    #[test]
+    fn an_included_file_brings_its_services_and_paths_from_its_directory() {
+        let files = [
+            (
+                "s/compose.yaml",
+                "include: [db/compose.yaml]\nservices:\n  web:\n    image: x\n    depends_on: [db]\n",
+            ),
+            (
+                "s/db/compose.yaml",
+                "services:\n  db:\n    image: y\n    volumes: [\"./data:/data\"]\n    env_file: db.env\n",
+            ),
+            ("s/db/db.env", "A=1\n"),
+        ];
+        let (stack, diags) = load(&files, &["s/compose.yaml"]);
+        let stack = stack.unwrap_or_else(|| panic!("{diags}"));
+        assert_eq!(stack.service_names(), ["db", "web"]);
+        let db = stack.compose.services.0["db"].as_ref().unwrap();
+        assert!(
+            format!("{:?}", db.volumes).contains("./db/data:/data"),
+            "{:?}",
+            db.volumes
+        );
+        assert_eq!(stack.extras["db"].env_files[0].path, "./db/db.env");
+        let d = stack.diagnostic("services.db.image", "here".into());
+        assert_eq!(d.file, "s/db/compose.yaml");
+    }
+
+    #[test]
+    fn rebased_paths_stay_relative_to_the_project() {
+        assert_eq!(rebase("db", "./data"), "./db/data");
+        assert_eq!(rebase("db", "../x"), "./x");
+        assert_eq!(rebase("", "../x"), "./../x");
+        assert_eq!(rebase("db", "/abs"), "/abs");
+    }
+}
