@@ -501,3 +501,101 @@ fn a_symbolic_link_out_of_the_repository_is_refused() {
         "{stderr}"
     );
 }
+
+/// `extends` and `include` gone wrong: each refused with the file and line that names
+/// the problem, and the fix. (`files`: extra files under `stack/`; `at`: the expected
+/// `file:line:`.)
+#[test]
+fn extends_and_include_problems_name_the_file_and_line() {
+    struct Case {
+        name: &'static str,
+        to: &'static str,
+        files: &'static [(&'static str, &'static str)],
+        expect: &'static [&'static str],
+        at: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "missing extends file",
+            to: "services:\n  web:\n    extends: {file: common.yml, service: base}",
+            files: &[],
+            expect: &[
+                "`services.web.extends.file`",
+                "`stack/common.yml` does not exist",
+                "add stack/common.yml",
+            ],
+            at: "stack/compose.yaml:14:",
+        },
+        Case {
+            name: "extends cycle",
+            to: "services:\n  web:\n    extends: {file: a.yml, service: a}",
+            files: &[(
+                "a.yml",
+                "services:\n  a:\n    extends: b\n  b:\n    extends: {file: compose.yaml, service: web}\n",
+            )],
+            expect: &[
+                "`extends` goes round in a cycle: web (stack/compose.yaml) → a (stack/a.yml) → b (stack/a.yml) → web (stack/compose.yaml)",
+            ],
+            at: "stack/compose.yaml:",
+        },
+        Case {
+            name: "include outside the repository",
+            to: "include: [../../etc/compose.yaml]\nservices:",
+            files: &[],
+            expect: &[
+                "`include.0`: `../../etc/compose.yaml` must not leave the compose file's directory",
+            ],
+            at: "stack/compose.yaml:12:",
+        },
+        Case {
+            name: "a service in two includes",
+            to: "include: [one.yaml, two.yaml]\nservices:",
+            files: &[
+                ("one.yaml", "services:\n  cache:\n    image: x\n"),
+                (
+                    "two.yaml",
+                    "services:\n  other:\n    image: x\n  cache:\n    image: y\n",
+                ),
+            ],
+            expect: &[
+                "service `cache` is defined twice: here and in stack/one.yaml",
+                "rename one of them",
+            ],
+            at: "stack/two.yaml:4:",
+        },
+    ];
+    let mut failures = Vec::new();
+    for case in &cases {
+        let dir = TempDir::new("check-merge");
+        copy_tree(&example_repo(), dir.path());
+        let path = dir.path().join("stack/compose.yaml");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let from = if case.to.starts_with("include") {
+            "services:"
+        } else {
+            "services:\n  web:"
+        };
+        let changed = text.replacen(from, case.to, 1);
+        std::fs::write(&path, changed).expect("write");
+        for (name, body) in case.files {
+            std::fs::write(dir.path().join("stack").join(name), body).expect("write");
+        }
+        let out = check(dir.path(), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let missing: Vec<&str> = case
+            .expect
+            .iter()
+            .chain([&case.at])
+            .copied()
+            .filter(|e| !stderr.contains(*e))
+            .collect();
+        if out.status.code() != Some(1) || !missing.is_empty() {
+            failures.push(format!(
+                "{}: exit {:?}, missing {missing:?}\n{stderr}",
+                case.name,
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}

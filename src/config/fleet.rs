@@ -417,7 +417,10 @@ pub const DEFAULT_STATUS_BRANCH: &str = "fleet-status";
 pub struct Fleet {
     /// Also the Compose project name on every node.
     pub name: String,
+    /// The compose file: its directory is the project directory.
     pub compose_path: String,
+    /// Further compose files merged over it in order, as Compose merges override files.
+    pub compose_overrides: Vec<String>,
     pub status_branch: String,
     pub policy_path: Option<String>,
     /// `[images]`: service → pinned image, replacing the service's `image:`.
@@ -436,6 +439,14 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Every compose file in merge order: the project's first, then its overrides.
+    pub fn compose_files(&self) -> Vec<String> {
+        std::iter::once(&self.compose_path)
+            .chain(&self.compose_overrides)
+            .cloned()
+            .collect()
+    }
+
     /// The Compose profiles `node` runs, when fleet.toml sets them anywhere: its own
     /// `[nodes.<id>] profiles`, else its batch's, else the fleet's.
     pub fn profiles_of(&self, node: &NodeId) -> Option<&[String]> {

@@ -85,7 +85,7 @@ pub fn read_fleet(root: &TableReader, diags: &mut Diagnostics) -> Option<(Fleet,
             "{ name = \"shop\", compose = \"stack/compose.yaml\" }",
         ));
     }
-    let (name, compose_path, status_branch, policy_path) = match &fleet_table {
+    let (name, compose_files, status_branch, policy_path) = match &fleet_table {
         Some(t) => read_fleet_table(t, &mut spans, diags),
         None => (
             None,
@@ -152,7 +152,8 @@ pub fn read_fleet(root: &TableReader, diags: &mut Diagnostics) -> Option<(Fleet,
     Some((
         Fleet {
             name: name?,
-            compose_path: compose_path?,
+            compose_path: compose_files.as_ref()?.first()?.clone(),
+            compose_overrides: compose_files?.split_off(1),
             status_branch,
             policy_path,
             images,
@@ -172,7 +173,7 @@ fn read_fleet_table(
     t: &TableReader,
     spans: &mut Spans,
     diags: &mut Diagnostics,
-) -> (Option<String>, Option<String>, String, Option<String>) {
+) -> (Option<String>, Option<Vec<String>>, String, Option<String>) {
     t.deny_unknown(FLEET_KEYS, diags);
     let name = t.string("name", "\"shop\"", diags);
     let name = match name {
@@ -191,13 +192,43 @@ fn read_fleet_table(
             None
         }
     };
-    let compose = t.string("compose", "\"stack/compose.yaml\"", diags);
+    let example = "\"stack/compose.yaml\" or [\"stack/compose.yaml\", \"stack/compose.prod.yaml\"]";
+    let compose = t.string_or_strings("compose", example, diags);
     if compose.is_none() && !t.contains("compose") {
         diags.push(t.missing("compose", "\"stack/compose.yaml\""));
     }
-    let compose = compose.and_then(|c| {
-        spans.record(&c);
-        repo_path(t, &c, diags)
+    if compose.as_ref().is_some_and(Vec::is_empty) {
+        diags.push(
+            t.error(
+                "compose",
+                t.value_span("compose").unwrap_or_default(),
+                "`fleet.compose` names no compose file",
+            )
+            .help(format!("for example: compose = {example}")),
+        );
+    }
+    // Every file is checked; the first is the project's (its directory is what a node
+    // copies), the others are merged over it in order, as `docker compose -f a -f b`.
+    let compose = compose.and_then(|list| {
+        let mut paths = Vec::new();
+        for c in &list {
+            spans.record(c);
+            paths.push(repo_path(t, c, diags));
+        }
+        if let Some(first) = list.first() {
+            spans.0.insert("fleet.compose".into(), first.span.clone());
+        }
+        let paths = paths.into_iter().collect::<Option<Vec<String>>>()?;
+        let dir = super::parent_dir(&paths[0]).to_string();
+        for (path, c) in paths.iter().zip(&list).skip(1) {
+            if !dir.is_empty() && !path.starts_with(&format!("{dir}/")) {
+                diags.push(
+                    t.error("compose", c.span.clone(), format!("`{}` = \"{path}\" is outside `{dir}/`, the directory of the first compose file", c.key))
+                        .help(format!("keep every compose file under `{dir}/`: it is the project directory a node copies, and where relative paths resolve")),
+                );
+            }
+        }
+        Some(paths)
     });
     let status_branch = match t.string("status_branch", "\"fleet-status\"", diags) {
         Some(b) if is_branch_name(&b.value) => b.value,

@@ -158,11 +158,7 @@ pub fn stack_path(compose_path: &str, written: &str) -> Result<String, String> {
 /// Every path the compose file names in the repository resolves inside the compose
 /// file's directory, and every file read or mounted from there exists as a regular file
 /// (not a symbolic link). Host paths are the policy's to judge.
-fn check_stack_files(
-    files: &dyn RepoFiles,
-    stack: &compose::ComposeStack,
-    src: &SourceFile,
-) -> Diagnostics {
+fn check_stack_files(files: &dyn RepoFiles, stack: &compose::ComposeStack) -> Diagnostics {
     let mut diags = Diagnostics::default();
     for reference in stack.file_references() {
         if reference.is_host_path() && reference.used_as != compose::FileUse::EnvFile {
@@ -180,7 +176,7 @@ fn check_stack_files(
         if let Some(why) = problem {
             diags.push(
                 stack
-                    .diagnostic(src, &reference.key, format!("`{}`: `{}` {why}", reference.key, reference.path))
+                    .diagnostic(&reference.key, format!("`{}`: `{}` {why}", reference.key, reference.path))
                     .help(format!(
                         "keep the file in the fleet repository under `{}/` and refer to it as `./<name>`",
                         parent_dir(&stack.file)
@@ -342,18 +338,22 @@ fn load_into(
     env.insert("GITFLEET_NODE".into(), vars.node.0.clone());
     env.insert("GITFLEET_BATCH".into(), batch.clone());
     env.insert("GITFLEET_RELEASE".into(), vars.release.clone());
-    let compose_src = read_source(
-        files,
-        &fleet.compose_path,
-        "the compose file",
-        Some(&at_compose_key),
-        diags,
-    )?;
-    let mut stack = compose::load(&compose_src, &env, diags)?;
-    diags.extend(check_stack_files(files, &stack, &compose_src));
+    // A missing compose file is reported at `fleet.compose`, where it is named.
+    let compose_files = fleet.compose_files();
+    for path in &compose_files {
+        read_source(
+            files,
+            path,
+            "the compose file",
+            Some(&at_compose_key),
+            diags,
+        )?;
+    }
+    let mut stack = compose::load_files(files, &compose_files, &env, diags)?;
+    diags.extend(check_stack_files(files, &stack));
     read_env_files(files, &mut stack, &env);
 
-    let images = pin_every_service(&fleet, &stack, &fleet_src, &compose_src, &spans, diags);
+    let images = pin_every_service(&fleet, &stack, &fleet_src, &spans, diags);
     for (service, probes) in &fleet.health {
         if !probes.is_empty()
             && stack.image_of(service).is_none()
@@ -384,7 +384,7 @@ fn load_into(
             spans: &spans,
         };
         diags.extend(policy.violations(path, &fleet, &images, &src));
-        diags.extend(policy.compose_violations(path, &stack, &compose_src));
+        diags.extend(policy.compose_violations(path, &stack));
     }
     Some(FleetRepo {
         fleet,
@@ -399,7 +399,6 @@ fn pin_every_service(
     fleet: &Fleet,
     stack: &compose::ComposeStack,
     fleet_src: &SourceFile,
-    compose_src: &SourceFile,
     spans: &fleet_toml::Spans,
     diags: &mut Diagnostics,
 ) -> ImageSet {
@@ -444,14 +443,10 @@ fn pin_every_service(
             Err(_) if written.is_empty() => format!("service `{service}` has no image"),
             Err(why) => format!("image `{written}` of service `{service}` {why}"),
         };
-        let mut d = Diagnostic::new(&compose_src.path, &key, problem).help(format!(
+        diags.push(stack.diagnostic(&key, problem).help(format!(
             "pin it in fleet.toml under [images]: {service} = \"{}\"",
             pinned_example(service)
-        ));
-        if let Some(pos) = stack.position(&key) {
-            d = d.at_position(compose_src, pos, key.rsplit('.').next().map_or(1, str::len));
-        }
-        diags.push(d);
+        )));
     }
     set
 }

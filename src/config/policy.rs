@@ -205,12 +205,7 @@ impl Policy {
     /// of a [`HOST_CAPABILITIES`] one, and bind mounts (or `secrets`/`configs` files) of
     /// host paths outside `allowed_bind_paths`. Relative bind mounts stay inside the
     /// node's state directory and are always allowed.
-    pub fn compose_violations(
-        &self,
-        policy_path: &str,
-        stack: &ComposeStack,
-        src: &SourceFile,
-    ) -> Diagnostics {
+    pub fn compose_violations(&self, policy_path: &str, stack: &ComposeStack) -> Diagnostics {
         let mut out = Diagnostics::default();
         for name in stack.service_names() {
             let Some(Some(service)) = stack.compose.services.0.get(name) else {
@@ -263,7 +258,7 @@ impl Policy {
             for (refused, key, what, allow, instead) in powers {
                 if refused {
                     let key = format!("services.{name}.{key}");
-                    out.push(stack.diagnostic(src, &key,
+                    out.push(stack.diagnostic(&key,
                         format!("service `{name}` {what}, which the policy {policy_path} does not allow"))
                         .help(format!("{instead}, or set `{allow} = true` in the policy's [admission]")));
                 }
@@ -285,7 +280,7 @@ impl Policy {
             } else {
                 allowed.join(", ")
             };
-            out.push(stack.diagnostic(src, &reference.key,
+            out.push(stack.diagnostic(&reference.key,
                 format!("`{}` mounts the host path `{source}`, outside what the policy {policy_path} allows ({allowed})", reference.key))
                 .help("use a named volume, a path under an allowed prefix, or a `configs`/`secrets` file from the repository"));
         }

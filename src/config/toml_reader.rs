@@ -302,6 +302,21 @@ impl<'a, 's> TableReader<'a, 's> {
         }
     }
 
+    /// A string or an array of strings (`compose = "a.yaml"` or `["a.yaml", "b.yaml"]`),
+    /// each with its own span.
+    pub fn string_or_strings(
+        &self,
+        key: &str,
+        example: &str,
+        diags: &mut Diagnostics,
+    ) -> Option<Vec<Located<String>>> {
+        let (_, value) = self.get(key)?;
+        match value.get_ref() {
+            DeValue::Array(_) => self.strings(key, example, diags),
+            _ => self.string(key, example, diags).map(|s| vec![s]),
+        }
+    }
+
     /// An array of strings, each with its own span.
     pub fn strings(
         &self,

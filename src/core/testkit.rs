@@ -44,6 +44,7 @@ pub fn fleet(batches: &[(&str, &[&str])]) -> Fleet {
     Fleet {
         name: "shop".into(),
         compose_path: "stack/compose.yaml".into(),
+        compose_overrides: Vec::new(),
         status_branch: "fleet-status".into(),
         policy_path: None,
         images: Default::default(),

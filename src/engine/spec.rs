@@ -380,18 +380,11 @@ impl ServiceCtx<'_> {
                 "com.docker.compose.project.working_dir".to_string(),
                 self.host_dir.display().to_string(),
             ),
+            // In the hash, as it always was: a fleet of one compose file keeps its
+            // hashes across this change; splitting a stack into files recreates it once.
             (
                 "com.docker.compose.project.config_files".to_string(),
-                host_path(
-                    self.host_dir,
-                    self.stack
-                        .file
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or(&self.stack.file),
-                )
-                .display()
-                .to_string(),
+                self.config_files(),
             ),
         ]);
         let (exposed, port_bindings) = ports(values);
@@ -802,6 +795,23 @@ fn ports(values: &ServiceValues) -> (Vec<String>, PortMap) {
             });
     }
     (values.exposed.clone(), bindings)
+}
+
+impl ServiceCtx<'_> {
+    /// Every compose file merged, on the host, comma-separated as Compose writes it.
+    fn config_files(&self) -> String {
+        let dir = crate::config::parent_dir(&self.stack.file);
+        let files: Vec<String> = self
+            .stack
+            .config_files
+            .iter()
+            .map(|f| {
+                let relative = f.strip_prefix(dir).unwrap_or(f).trim_start_matches('/');
+                host_path(self.host_dir, relative).display().to_string()
+            })
+            .collect();
+        files.join(",")
+    }
 }
 
 /// sha256 over the canonical JSON of the create body and extra networks (maps sorted).

@@ -1,6 +1,10 @@
 //! The Compose file: safe parsing, the supported subset, interpolation, key positions.
 //!
 //! Steps, each collecting every problem it finds:
+//! 0. Every compose file of the stack (the project's, its overrides, what `extends`
+//!    and `include` name) is read through the steps 1 and 2 and merged into one
+//!    model as Compose merges them ([`merge`]); each key keeps the file and line it
+//!    came from.
 //! 1. A marked YAML event scan ([`yaml_rust2`]) records where every key sits (for
 //!    diagnostics) and refuses hostile input before anything expands it: files over
 //!    1 MiB, nesting deeper than 64, alias bombs (more than 100 000 nodes once aliases
@@ -12,13 +16,17 @@
 //! 5. The value is typed as `docker_compose_types::Compose`. That crate has no `configs`,
 //!    so those are lifted out first and kept here as [`FileMount`]s.
 
+mod extends;
+mod include;
+mod merge;
+
 use std::collections::{BTreeMap, HashMap};
 
 use serde_yaml::{Mapping, Value};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use super::MAX_FILE_BYTES;
+use super::RepoFiles;
 use super::diagnostics::{Diagnostic, Diagnostics, Position, SourceFile, did_you_mean};
 use super::interpolate::interpolate;
 
@@ -175,8 +183,11 @@ pub struct DeviceRequest {
 /// A parsed, interpolated Compose file restricted to the subset gitfleet honours.
 #[derive(Clone, Debug)]
 pub struct ComposeStack {
-    /// Path of the compose file relative to the fleet repository root.
+    /// Path of the compose file relative to the fleet repository root (the first one:
+    /// its directory is the project directory).
     pub file: String,
+    /// Every compose file merged, in order (the first is `file`).
+    pub config_files: Vec<String>,
     pub compose: docker_compose_types::Compose,
     /// Top-level `configs`: name → file path (relative to the compose file).
     pub configs: BTreeMap<String, String>,
@@ -190,8 +201,11 @@ pub struct ComposeStack {
     /// `deploy.replicas: 0`), with their own `image:`: still pinned, so every node of
     /// a release agrees on its image set.
     pub inactive: BTreeMap<String, Option<String>>,
-    /// Positions of keys, by dotted path (`services.web.image`), for diagnostics.
-    positions: BTreeMap<String, Position>,
+    /// Where each key is written, by dotted path (`services.web.image`), for
+    /// diagnostics: a file of `sources` and a position in it.
+    positions: merge::Positions,
+    /// Every file the stack was read from (overrides, `extends` and `include` files).
+    sources: Vec<SourceFile>,
 }
 
 impl ComposeStack {
@@ -224,19 +238,20 @@ impl ComposeStack {
         }
     }
 
-    /// Where a key (dotted path, e.g. `services.web.image`) is written in the file.
+    /// Where a key (dotted path, e.g. `services.web.image`) is written, in whichever
+    /// file of the stack wrote it.
     pub fn position(&self, key: &str) -> Option<Position> {
-        self.positions.get(key).copied()
+        self.positions.get(key).map(|origin| origin.position)
     }
 
-    /// A diagnostic about `key` of this compose file (`src`), pointing at where the key
-    /// is written when it is known.
-    pub fn diagnostic(&self, src: &SourceFile, key: &str, message: String) -> Diagnostic {
-        let d = Diagnostic::new(&src.path, key, message);
-        match self.position(key) {
-            Some(pos) => d.at_position(src, pos, 1),
-            None => d,
-        }
+    /// A diagnostic about `key`, in the file that wrote it and pointing at it (or at
+    /// the nearest enclosing key that is known).
+    pub fn diagnostic(&self, key: &str, message: String) -> Diagnostic {
+        let ctx = Context {
+            sources: &self.sources,
+            positions: &self.positions,
+        };
+        ctx.locate(Diagnostic::new("", key, message))
     }
 
     /// Every path the stack names on the node's disk, as written, with the key it is
@@ -333,47 +348,43 @@ pub fn load(
     vars: &BTreeMap<String, String>,
     diags: &mut Diagnostics,
 ) -> Option<ComposeStack> {
-    let before = diags.len();
-    if source.text.len() > MAX_FILE_BYTES {
-        diags.push(
-            Diagnostic::new(
-                &source.path,
-                "",
-                format!(
-                    "the compose file is {} bytes; the limit is {MAX_FILE_BYTES}",
-                    source.text.len()
-                ),
-            )
-            .help("split out what the nodes do not need"),
-        );
-        return None;
+    load_files(
+        &OneFile(source),
+        std::slice::from_ref(&source.path),
+        vars,
+        diags,
+    )
+}
+
+/// A repository of one file (a compose file given as text).
+struct OneFile<'a>(&'a SourceFile);
+
+impl RepoFiles for OneFile<'_> {
+    fn read(&self, path: &str) -> Result<Option<String>, String> {
+        Ok((path == self.0.path).then(|| self.0.text.clone()))
     }
-    let positions = scan(source, diags)?;
+
+    fn list(&self, _: &str) -> Result<Vec<String>, String> {
+        Ok(vec![self.0.path.clone()])
+    }
+}
+
+/// Reads the compose files `paths` of `files` (the project's, then the overrides merged
+/// over it) as [`load`] reads one.
+pub fn load_files(
+    files: &dyn RepoFiles,
+    paths: &[String],
+    vars: &BTreeMap<String, String>,
+    diags: &mut Diagnostics,
+) -> Option<ComposeStack> {
+    let before = diags.len();
+    let model = merge::load_model(files, paths, vars, diags)?;
+    let (mut value, positions, sources) = (model.value, model.positions, model.sources);
     let ctx = Context {
-        source,
+        sources: &sources,
         positions: &positions,
     };
-    let mut value: Value = match serde_yaml::from_str(&source.text) {
-        Ok(v) => v,
-        Err(e) => {
-            diags.push(ctx.yaml_error(&e));
-            return None;
-        }
-    };
-    if let Err(e) = merge_all(&mut value) {
-        diags.push(ctx.error(
-            "",
-            format!("YAML merge keys (`<<`): {e}"),
-            "merge only mappings, e.g. `<<: *defaults`",
-        ));
-        return None;
-    }
     let Value::Mapping(top) = &mut value else {
-        diags.push(ctx.error(
-            "",
-            "the compose file must be a mapping with `services`",
-            "start with `services:` and one entry per service",
-        ));
         return None;
     };
     check_subset(&ctx, top, diags);
@@ -403,7 +414,8 @@ pub fn load(
     };
     let values = type_values(&ctx, &compose, &configs, &service_configs, &extras, diags);
     (diags.len() == before).then(|| ComposeStack {
-        file: source.path.clone(),
+        file: paths.first().cloned().unwrap_or_default(),
+        config_files: paths.to_vec(),
         compose,
         configs,
         service_configs,
@@ -411,6 +423,7 @@ pub fn load(
         values,
         inactive,
         positions,
+        sources,
     })
 }
 
@@ -451,43 +464,60 @@ fn type_values(
     out
 }
 
-/// The file and key positions, for building diagnostics.
+/// The files and key positions, for building diagnostics.
 struct Context<'a> {
-    source: &'a SourceFile,
-    positions: &'a BTreeMap<String, Position>,
+    sources: &'a [SourceFile],
+    positions: &'a merge::Positions,
 }
 
 impl Context<'_> {
-    /// A diagnostic at `key` (or the nearest enclosing key that has a position).
+    /// A diagnostic at `key` (or the nearest enclosing key that has a position), in
+    /// the file that wrote it.
     fn error(&self, key: &str, message: impl Into<String>, help: impl Into<String>) -> Diagnostic {
-        let d = Diagnostic::new(&self.source.path, key, message).help(help);
-        let mut path = key;
+        self.locate(Diagnostic::new("", key, message).help(help))
+    }
+
+    /// `d` placed in the file that wrote its key, at the key (or the nearest enclosing
+    /// key that has a position); in the project's compose file when none has.
+    fn locate(&self, mut d: Diagnostic) -> Diagnostic {
+        let mut path = d.key.clone();
         loop {
-            if let Some(pos) = self.positions.get(path) {
+            if let Some(origin) = self.positions.get(&path)
+                && let Some(source) = self.sources.get(origin.file)
+            {
                 let width = path.rsplit('.').next().map_or(1, |k| k.chars().count());
-                return d.at_position(self.source, *pos, width);
+                d.file = source.path.clone();
+                return d.at_position(source, origin.position, width);
             }
             match path.rsplit_once('.') {
-                Some((parent, _)) => path = parent,
-                None => return d,
+                Some((parent, _)) => path = parent.to_string(),
+                None => {
+                    d.file = self
+                        .sources
+                        .first()
+                        .map(|s| s.path.clone())
+                        .unwrap_or_default();
+                    return d;
+                }
             }
         }
     }
+}
 
-    fn yaml_error(&self, e: &serde_yaml::Error) -> Diagnostic {
-        let d = Diagnostic::new(&self.source.path, "", format!("YAML: {e}"))
-            .help("fix the YAML; the Compose reference is at https://docs.docker.com/reference/compose-file/");
-        match e.location() {
-            Some(loc) => d.at_position(
-                self.source,
-                Position {
-                    line: loc.line(),
-                    column: loc.column(),
-                },
-                1,
-            ),
-            None => d,
-        }
+fn yaml_error(source: &SourceFile, e: &serde_yaml::Error) -> Diagnostic {
+    let d = Diagnostic::new(&source.path, "", format!("YAML: {e}")).help(
+        "fix the YAML; the Compose reference is at https://docs.docker.com/reference/compose-file/",
+    );
+    match e.location() {
+        Some(loc) => d.at_position(
+            source,
+            Position {
+                line: loc.line(),
+                column: loc.column(),
+            },
+            1,
+        ),
+        None => d,
     }
 }
 
