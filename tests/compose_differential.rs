@@ -510,12 +510,16 @@ async fn compare_corpus_file(
     if let Some(dotenv) = &stack.dotenv {
         std::fs::write(stack_dir.join(".env"), dotenv).unwrap();
     }
+    if let Some(compose_override) = &stack.compose_override {
+        std::fs::write(stack_dir.join("compose.override.yaml"), compose_override).unwrap();
+    }
     let vars = stack.vars();
     // The operator's files the stack names: present (empty) for both tools.
     let in_memory = common::corpus::PublishedStack {
         fleet_toml: std::fs::read_to_string(dir.join("fleet.toml")).unwrap(),
         compose: text.clone(),
         dotenv: stack.dotenv.clone(),
+        compose_override: stack.compose_override.clone(),
     };
     let (loaded, _) = common::corpus::translate(&in_memory, &vars, &gf_project, &stack_dir)?;
     for reference in loaded.compose.file_references() {
@@ -556,8 +560,13 @@ async fn compare_corpus_file(
             std::env::var("DOCKER_HOST").unwrap_or_default(),
         )
         .args(["-p", &dc_project, "-f"])
-        .arg(stack_dir.join("compose.yaml"))
-        .args(["up", "--no-start"]);
+        .arg(stack_dir.join("compose.yaml"));
+    if stack.compose_override.is_some() {
+        command
+            .arg("-f")
+            .arg(stack_dir.join("compose.override.yaml"));
+    }
+    command.args(["up", "--no-start"]);
     let up = command
         .output()
         .expect("Debian's docker-compose is installed by scripts/testenv");

@@ -56,9 +56,15 @@ fn translated_stacks(
                             .map(|s| (s.to_string(), image_of(s)))
                             .collect(),
                     );
-                    project_spec(&project_of(&file), &stack, &images, host_dir)
-                        .map_err(|e| gitfleet::engine::spec::joined(&e))
-                        .and_then(|spec| start_order(&spec).map(|_| spec))
+                    project_spec(
+                        &project_of(&file),
+                        &stack,
+                        &images,
+                        host_dir,
+                        &common::test_key(),
+                    )
+                    .map_err(|e| gitfleet::engine::spec::joined(&e))
+                    .and_then(|spec| start_order(&spec).map(|_| spec))
                 }
             };
             (file, spec)
@@ -193,7 +199,7 @@ async fn the_engine_accepts_every_container_and_network_of_the_published_stacks(
 
 /// The published deploy files of 56 projects, unchanged, loaded as `gitfleet check`
 /// and a node load them ([`PublishedStack`]: only `[images]` added, plus the operator's
-/// own inputs) and translated into create bodies: at least 94% pass (53 of 56; the issue asks 95%), none panics, and
+/// own inputs) and translated into create bodies: at least 95% pass (54 of 56; Zulip with its published override example), none panics, and
 /// every refusal is printed with its reason (docs/fleet-toml.md, "Compose subset",
 /// lists those refused on purpose).
 #[test]
@@ -209,6 +215,7 @@ fn published_deploy_files_pass_unchanged() {
             }),
             compose: stack.text.clone(),
             dotenv: stack.dotenv.clone(),
+            compose_override: stack.compose_override.clone(),
         };
         let host_dir = Path::new("/var/lib/gitfleet/projects/demo");
         if let Err(why) = translate(&repo, &stack.vars(), "demo", host_dir) {
@@ -229,7 +236,7 @@ fn published_deploy_files_pass_unchanged() {
         refused.join("\n\n")
     );
     assert!(
-        passed * 100 >= stacks.len() * 94,
+        passed * 100 >= stacks.len() * 95,
         "{passed} of {} pass; refused:\n{}",
         stacks.len(),
         refused.join("\n\n")
@@ -258,6 +265,7 @@ fn profiles_come_from_fleet_toml_and_variables_from_dotenv() {
                   exporter:\n    image: x\n    profiles: [metrics]\n  shell:\n    image: x\n    profiles: [debug]\n"
             .into(),
         dotenv: Some("GREETING=hello\nTIER=from-dotenv\n".into()),
+        compose_override: None,
     };
     let run = |node: &str| {
         let vars = Interpolation {
@@ -267,6 +275,7 @@ fn profiles_come_from_fleet_toml_and_variables_from_dotenv() {
             ]),
             node: NodeId(node.into()),
             release: "0".repeat(40),
+            fleet_view: false,
         };
         let loaded = load_repo(&repo, &vars).unwrap_or_else(|d| panic!("{d}"));
         let env = format!(
@@ -308,6 +317,7 @@ fn config_hashes_of_the_corpus_do_not_move() {
             }),
             compose: stack.text.clone(),
             dotenv: stack.dotenv.clone(),
+            compose_override: stack.compose_override.clone(),
         };
         let host_dir = Path::new("/var/lib/gitfleet/projects/demo");
         if let Ok((_, spec)) = translate(&repo, &stack.vars(), "demo", host_dir) {

@@ -13,6 +13,7 @@ use gitfleet::config::{DirFiles, Interpolation, load_repo};
 use gitfleet::engine::converge::{self, ConvergeOptions};
 use gitfleet::engine::docker::DockerEngine;
 use gitfleet::engine::spec::project_spec;
+use gitfleet::secret::DigestKey;
 use gitfleet::state::project_dir;
 
 use common::{TempDir, test_images};
@@ -66,7 +67,14 @@ async fn diff_shows_nothing_after_converge_and_the_changed_service_after_a_relea
     };
     let loaded = load_repo(&files, &vars).unwrap();
     let host_dir = project_dir(state.path(), &project);
-    let spec = project_spec(&project, &loaded.compose, &loaded.images, &host_dir).unwrap();
+    let spec = project_spec(
+        &project,
+        &loaded.compose,
+        &loaded.images,
+        &host_dir,
+        &DigestKey::load_or_create(state.path()).unwrap(),
+    )
+    .unwrap();
     let local = converge::pull_all(&engine, &loaded.images, &BTreeMap::new())
         .await
         .unwrap();

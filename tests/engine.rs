@@ -26,6 +26,8 @@ struct Project {
     name: String,
     engine: DockerEngine,
     dir: TempDir,
+    /// The node's variables the compose file is read with.
+    vars: BTreeMap<String, String>,
 }
 
 impl Project {
@@ -38,6 +40,7 @@ impl Project {
             name,
             engine,
             dir: TempDir::new(label),
+            vars: BTreeMap::new(),
         };
         project.cleanup().await;
         project
@@ -47,7 +50,7 @@ impl Project {
         let mut diags = Diagnostics::default();
         let stack = compose::load(
             &SourceFile::new("compose.yaml", compose_yaml),
-            &BTreeMap::new(),
+            &self.vars,
             &mut diags,
         )
         .unwrap_or_else(|| panic!("{diags}"));
@@ -63,7 +66,14 @@ impl Project {
                 })
                 .collect(),
         );
-        let spec = project_spec(&self.name, &stack, &images, self.dir.path()).expect("spec");
+        let spec = project_spec(
+            &self.name,
+            &stack,
+            &images,
+            self.dir.path(),
+            &common::test_key(),
+        )
+        .expect("spec");
         (stack, images, spec)
     }
 
@@ -661,5 +671,67 @@ async fn start_first_leaves_the_old_container_serving_when_the_new_one_fails() {
         last.contains("v1"),
         "after the restore v1 answers: {tail:?}"
     );
+    p.cleanup().await;
+}
+
+/// A secret from the node's environment (`secrets: {pw: {environment: PW}}`) is written
+/// into its consumer before it starts, readable at `/run/secrets/pw` and at a long-syntax
+/// target, and appears nowhere `docker inspect` shows (neither in the service that
+/// consumes it nor in the one that does not); rotating it recreates exactly its consumer.
+#[tokio::test]
+async fn a_secret_from_the_environment_reaches_only_its_consumer_and_rotates_it_alone() {
+    let images = test_images();
+    let mut p = Project::new("envsecret").await;
+    let yaml = format!(
+        "services:\n  app:\n    image: {h}\n    init: true\n    secrets: [pw, {{source: pw, target: /etc/app/token}}]\n  other:\n    image: {h}\n    init: true\nsecrets:\n  pw:\n    environment: APP_PASSWORD\n",
+        h = images.healthy
+    );
+    let first = "first-secret-c0ffee";
+    p.vars.insert("APP_PASSWORD".into(), first.into());
+    let (spec, applied) = p.converge(&yaml, UpdateOrder::StopFirst).await.unwrap();
+    converge::commit(&p.engine, &applied).await.unwrap();
+    let read = |path: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["exec", &format!("{}-app-1", p.name), "cat", path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(read("/run/secrets/pw"), first);
+    assert_eq!(read("/etc/app/token"), first);
+    for service in ["app", "other"] {
+        let inspect = std::process::Command::new("docker")
+            .args(["inspect", &format!("{}-{service}-1", p.name)])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&inspect.stdout);
+        assert!(inspect.status.success() && text.contains("secret-digests") == (service == "app"));
+        assert!(
+            !text.contains(first),
+            "{service}: the secret leaks into inspect:\n{text}"
+        );
+    }
+    assert!(
+        !format!("{spec:?}").contains(first),
+        "the spec's Debug output leaks it"
+    );
+
+    let before = p.ids().await;
+    p.vars
+        .insert("APP_PASSWORD".into(), "rotated-secret-beef".into());
+    let (_, rotated) = p.converge(&yaml, UpdateOrder::StopFirst).await.unwrap();
+    converge::commit(&p.engine, &rotated).await.unwrap();
+    let after = p.ids().await;
+    assert_ne!(before["app"], after["app"], "the consumer is recreated");
+    assert_eq!(
+        before["other"], after["other"],
+        "the other service is left alone"
+    );
+    assert_eq!(read("/run/secrets/pw"), "rotated-secret-beef");
     p.cleanup().await;
 }

@@ -72,6 +72,7 @@ pub fn run(args: &CheckArgs) -> u8 {
         env: std::env::vars().collect(),
         node: NodeId(args.node.clone()),
         release: "working-tree".to_string(),
+        fleet_view: false,
     };
     let files = DirFiles(args.dir.clone());
     let result = config::load_repo(&files, &vars);

@@ -16,6 +16,7 @@ use crate::cli::NodeStackArgs;
 use crate::config::fleet::NodeId;
 use crate::config::{self, DirFiles, FleetRepo, Interpolation};
 use crate::engine::spec::{ProjectSpec, project_spec};
+use crate::secret::DigestKey;
 use crate::state::project_dir;
 
 /// Exit codes scripts can rely on.
@@ -57,6 +58,7 @@ pub(crate) fn load_node_stack(args: &NodeStackArgs) -> Result<NodeStack, u8> {
         env: std::env::vars().collect(),
         node: NodeId(node.clone()),
         release: "working-tree".to_string(),
+        fleet_view: false,
     };
     let files = DirFiles(dir.clone());
     let repo = config::load_repo(&files, &vars).map_err(|diags| {
@@ -65,8 +67,12 @@ pub(crate) fn load_node_stack(args: &NodeStackArgs) -> Result<NodeStack, u8> {
     })?;
     let project = project.clone().unwrap_or_else(|| repo.fleet.name.clone());
     let host_dir = project_dir(state_dir, &project);
+    let key = DigestKey::load_or_create(state_dir).map_err(|e| {
+        eprintln!("error: the state directory's secret digest key: {e}");
+        exit::USAGE
+    })?;
     let spec =
-        project_spec(&project, &repo.compose, &repo.images, &host_dir).map_err(|errors| {
+        project_spec(&project, &repo.compose, &repo.images, &host_dir, &key).map_err(|errors| {
             for e in errors {
                 eprintln!("error: {e}");
             }

@@ -37,10 +37,10 @@ fn plan(args: &PlanArgs) -> Result<u8, u8> {
             args.converge_time
         ))
     })?;
-    let node = NodeId(args.node.clone().unwrap_or_else(|| "plan".to_string()));
+    let node = args.node.clone().map(NodeId);
     let scratch = ScratchMirror::open(&args.repo, args.state_dir.as_deref()).map_err(fail)?;
     let mirror = &scratch.mirror;
-    let release = read_release(mirror, &args.repo, None, &node).map_err(fail)?;
+    let release = read_release(mirror, &args.repo, None, node.as_ref()).map_err(fail)?;
     let repo = match &release.repo {
         Ok(repo) => repo,
         Err(diags) => {
@@ -50,14 +50,14 @@ fn plan(args: &PlanArgs) -> Result<u8, u8> {
     };
     let (records, _) = read_records(mirror, &repo.fleet.status_branch).map_err(fail)?;
     let now = now().map_err(fail)?;
-    match &args.node {
-        Some(_) => {
+    match &node {
+        Some(node) => {
             let local = match &args.state_dir {
                 Some(dir) => LocalState::load(dir).map_err(fail)?,
                 None => LocalState::default(),
             };
-            let tz = node_timezone(&repo.fleet, &node, fallback_tz);
-            print_node_plan(&release, repo, &records, &local, &node, tz, now);
+            let tz = node_timezone(&repo.fleet, node, fallback_tz);
+            print_node_plan(&release, repo, &records, &local, node, tz, now);
             // What the node would change: from what it runs (with --state-dir), else
             // from the release before this one.
             let base = match &local.running_release {
@@ -68,7 +68,7 @@ fn plan(args: &PlanArgs) -> Result<u8, u8> {
                     .map(|p| (p, "the release before")),
             };
             if let Some((commit, what)) = base
-                && let Ok(before) = read_release(mirror, &args.repo, Some(&commit), &node)
+                && let Ok(before) = read_release(mirror, &args.repo, Some(&commit), Some(node))
                 && let Ok(before_repo) = &before.repo
             {
                 print_changes(&before, what, &before_repo.images, &repo.images);

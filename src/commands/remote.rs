@@ -134,12 +134,12 @@ impl FleetRelease {
 }
 
 /// Fetches the release branch and reads the release at `rev` (default: the branch's
-/// tip), interpolated as `node` would see it.
+/// tip), interpolated as `node` would see it, or for the whole fleet (`None`).
 pub(crate) fn read_release(
     mirror: &Mirror,
     args: &RepoArgs,
     rev: Option<&str>,
-    node: &NodeId,
+    node: Option<&NodeId>,
 ) -> Result<FleetRelease, String> {
     mirror.fetch(&[&args.branch]).map_err(|e| e.to_string())?;
     let commit = match rev {
@@ -160,8 +160,9 @@ pub(crate) fn read_release(
     let files = mirror.files(&commit).map_err(|e| e.to_string())?;
     let vars = Interpolation {
         env: std::env::vars().collect(),
-        node: node.clone(),
+        node: node.cloned().unwrap_or_else(|| NodeId::from("fleet")),
         release: commit.clone(),
+        fleet_view: node.is_none(),
     };
     Ok(FleetRelease {
         committed: mirror.committed(&commit).map_err(|e| e.to_string())?,

@@ -93,12 +93,7 @@ fn status(args: &StatusArgs) -> Result<u8, u8> {
 }
 
 fn look(mirror: &Mirror, args: &StatusArgs, now: DateTime<Utc>) -> Result<Snapshot, String> {
-    let release = read_release(
-        mirror,
-        &args.repo,
-        args.release.as_deref(),
-        &NodeId::from("status"),
-    )?;
+    let release = read_release(mirror, &args.repo, args.release.as_deref(), None)?;
     let (summary, unreadable, authenticity, status_tip) = match &release.repo {
         Ok(repo) => {
             let branch = &repo.fleet.status_branch;

@@ -217,6 +217,10 @@ pub struct Interpolation {
     pub env: BTreeMap<String, String>,
     pub node: NodeId,
     pub release: String,
+    /// Read for the whole fleet (`status`, the fleet-wide `plan`), not for one node:
+    /// `${GITFLEET_NODE}` and friends have no one value there, so a service value that
+    /// does not fit is a node's to report (and `check --node ID`'s), not a rejection.
+    pub fleet_view: bool,
 }
 
 /// A fleet repository that passed every check: what a node may deploy.
@@ -349,7 +353,7 @@ fn load_into(
             diags,
         )?;
     }
-    let mut stack = compose::load_files(files, &compose_files, &env, diags)?;
+    let mut stack = compose::load_files(files, &compose_files, &env, vars.fleet_view, diags)?;
     diags.extend(check_stack_files(files, &stack));
     read_env_files(files, &mut stack, &env);
 

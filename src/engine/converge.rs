@@ -587,6 +587,9 @@ async fn create(
     };
     make_host_dirs(service).await?;
     let id = engine.create(&name, body).await?;
+    if !service.injected.is_empty() {
+        engine.write_files(&id, &service.injected).await?;
+    }
     for (network, endpoint) in &service.extra_networks {
         let endpoint = match announce {
             Announce::Now => endpoint.clone(),

@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 };
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
-use super::spec::{PROJECT_LABEL, ResourceSpec};
+use super::spec::{InjectedFile, PROJECT_LABEL, ResourceSpec};
 use crate::config::fleet::{PinnedImage, registry_host};
 
 /// What went wrong talking to the engine, phrased for an operator.
@@ -260,6 +260,26 @@ impl DockerEngine {
             .await
             .map(|r| r.id)
             .map_err(api(format!("create container {name}")))
+    }
+
+    /// Writes `files` into the created container `id` (before it starts): a tar archive
+    /// extracted at `/`, each file root-owned and readable by every user of the
+    /// container (mode 0444, as `docker compose` writes secrets from the environment),
+    /// its directories made when missing.
+    pub async fn write_files(&self, id: &str, files: &[InjectedFile]) -> Result<(), EngineError> {
+        let archive = secret_archive(files).map_err(|e| EngineError::Api {
+            action: format!("write secrets into container {id}"),
+            transient: false,
+            reason: e.to_string(),
+        })?;
+        let options = bollard::query_parameters::UploadToContainerOptions {
+            path: "/".to_string(),
+            ..Default::default()
+        };
+        self.client
+            .upload_to_container(id, Some(options), bollard::body_full(archive.into()))
+            .await
+            .map_err(api(format!("write secrets into container {id}")))
     }
 
     pub async fn connect_network(
@@ -613,6 +633,38 @@ fn stored_auth<'a>(config: &'a serde_json::Value, reference: &str) -> Option<(&'
         let (server, entry) = auths.get_key_value(*key)?;
         Some((server.as_str(), entry.get("auth")?.as_str()?))
     })
+}
+
+/// The tar archive [`DockerEngine::write_files`] uploads: each file's parent directories
+/// (0755) and the file (0444), paths relative to `/`.
+fn secret_archive(files: &[InjectedFile]) -> std::io::Result<Vec<u8>> {
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for file in files {
+        let path = std::path::Path::new(file.target.trim_start_matches('/'));
+        for dir in path
+            .ancestors()
+            .skip(1)
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+    for dir in &dirs {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        archive.append_data(&mut header, dir, std::io::empty())?;
+    }
+    for file in files {
+        let content = file.content.expose().as_bytes();
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o444);
+        header.set_size(content.len() as u64);
+        archive.append_data(&mut header, file.target.trim_start_matches('/'), content)?;
+    }
+    archive.into_inner()
 }
 
 #[cfg(test)]

@@ -21,10 +21,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::compose::values::{Condition, Dependency};
 use crate::config::compose::values::{
-    Healthcheck, Link, MountKind, Network, Restart, ServiceValues, VolumeMount,
+    FileSource, Healthcheck, Link, MountKind, Network, Restart, ServiceValues, VolumeMount,
 };
 use crate::config::compose::{ComposeStack, ServiceExtras};
 use crate::config::fleet::{ImageSet, PinnedImage, hex};
+use crate::secret::{DigestKey, Secret};
 
 pub const PROJECT_LABEL: &str = "com.docker.compose.project";
 pub const SERVICE_LABEL: &str = "com.docker.compose.service";
@@ -34,6 +35,9 @@ pub const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
 /// A short hash of each part of the configuration (`Env:1a2b3c4d,HostConfig.Mounts:…`),
 /// so that a differing config-hash can say what changed (`gitfleet diff`).
 pub const CONFIG_PARTS_LABEL: &str = "dev.gitfleet.config-parts";
+/// `target=<keyed digest>` of each secret written into the container
+/// ([`crate::secret::DigestKey`]).
+pub const SECRET_DIGESTS_LABEL: &str = "dev.gitfleet.secret-digests";
 /// The Compose version gitfleet's labels follow (docker-compose 1.x warns on, but lists,
 /// other versions).
 pub const COMPOSE_VERSION: &str = "1.29.2";
@@ -55,6 +59,9 @@ pub struct ServiceSpec {
     /// so it is meant to exit. Exited with code 0 it is done, not down: it is neither
     /// restarted by a converge nor failed by the gate.
     pub job: bool,
+    /// Secrets from the node's environment, written into the container after create and
+    /// before start (as `docker compose` does), never to a file on the host.
+    pub injected: Vec<InjectedFile>,
     /// Bind mount sources inside the project directory: created as directories before
     /// the container when missing, as Compose does for `./data:/data` (a host path
     /// outside the project is the operator's and must exist).
@@ -92,6 +99,14 @@ impl ServiceSpec {
             None
         }
     }
+}
+
+/// A file written into a container before it starts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InjectedFile {
+    /// Absolute path in the container.
+    pub target: String,
+    pub content: Secret,
 }
 
 /// A network or volume the project needs.
@@ -150,6 +165,7 @@ pub fn project_spec(
     stack: &ComposeStack,
     images: &ImageSet,
     host_dir: &Path,
+    key: &DigestKey,
 ) -> Result<ProjectSpec, Vec<SpecError>> {
     let mut errors = Vec::new();
     let compose = &stack.compose;
@@ -176,6 +192,7 @@ pub fn project_spec(
             networks: &networks,
             volumes: &volumes,
             host_dir,
+            key,
         };
         match ctx.build(service, image) {
             Ok(spec) => {
@@ -326,6 +343,7 @@ struct ServiceCtx<'a> {
     networks: &'a BTreeMap<String, ResourceSpec>,
     volumes: &'a BTreeMap<String, ResourceSpec>,
     host_dir: &'a Path,
+    key: &'a DigestKey,
 }
 
 /// The container name Compose gives a service.
@@ -387,6 +405,22 @@ impl ServiceCtx<'_> {
                 self.config_files(),
             ),
         ]);
+        let injected = Self::injected(values);
+        if !injected.is_empty() {
+            // In the hash, so a rotated secret recreates exactly its consumers; keyed, so
+            // the label offers nothing to test guesses against.
+            let digests: Vec<String> = injected
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}={}",
+                        f.target,
+                        self.key.digest(f.content.expose().as_bytes())
+                    )
+                })
+                .collect();
+            labels.insert(SECRET_DIGESTS_LABEL.to_string(), digests.join(","));
+        }
         let (exposed, port_bindings) = ports(values);
         let host_config = HostConfig {
             mounts: non_empty(mounts),
@@ -520,6 +554,7 @@ impl ServiceCtx<'_> {
             config_hash,
             stop_timeout: values.stop_grace_period,
             job: false,
+            injected,
             host_dirs,
         })
     }
@@ -549,9 +584,26 @@ impl ServiceCtx<'_> {
             mounts.push(self.volume(volume)?);
         }
         for file in &values.files {
-            mounts.push(self.file_mount(&file.file, file.target.clone()));
+            if let FileSource::Path(path) = &file.source {
+                mounts.push(self.file_mount(path, file.target.clone()));
+            }
         }
         Ok(mounts)
+    }
+
+    /// Secrets whose content comes from the node's environment.
+    fn injected(values: &ServiceValues) -> Vec<InjectedFile> {
+        values
+            .files
+            .iter()
+            .filter_map(|file| match &file.source {
+                FileSource::Content(content) => Some(InjectedFile {
+                    target: file.target.clone(),
+                    content: content.clone(),
+                }),
+                FileSource::Path(_) => None,
+            })
+            .collect()
     }
 
     fn file_mount(&self, file: &str, target: String) -> Mount {
@@ -1080,6 +1132,7 @@ configs:
             &stack,
             &images,
             Path::new("/var/lib/gitfleet/shop/stack"),
+            &DigestKey::new([7; 32]),
         )
         .unwrap()
     }

@@ -9,6 +9,8 @@ use gitfleet::config::fleet::NodeId;
 use gitfleet::config::{FleetRepo, Interpolation, RepoFiles, load_repo};
 use gitfleet::engine::spec::{ProjectSpec, joined, project_spec};
 
+use super::test_key;
+
 /// One file of the published corpus, as tests/fixtures/compose-corpus/SOURCES.toml
 /// lists it.
 #[derive(serde::Deserialize)]
@@ -22,17 +24,23 @@ pub struct CorpusFile {
     /// beside.
     #[serde(default)]
     beside: Option<String>,
+    /// For a project's published override example (which its operators copy beside the
+    /// compose file): the compose file it goes over.
+    #[serde(default)]
+    overrides: Option<String>,
 }
 
 pub fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose-corpus")
 }
 
-/// One published compose file, with the `.env` its project publishes (if any).
+/// One published compose file, with the `.env` and the override file its project
+/// publishes (if any).
 pub struct Published {
     pub file: CorpusFile,
     pub text: String,
     pub dotenv: Option<String>,
+    pub compose_override: Option<String>,
 }
 
 /// Every published compose file, each checked against its recorded digest (byte for
@@ -59,33 +67,48 @@ pub fn published() -> Vec<Published> {
             (f, String::from_utf8(bytes).unwrap())
         })
         .collect();
-    let dotenv_of = |name: &str| {
+    let companion = |name: &str, of: fn(&CorpusFile) -> &Option<String>| {
         all.iter()
-            .find(|(f, _)| f.beside.as_deref() == Some(name))
+            .find(|(f, _)| of(f).as_deref() == Some(name))
             .map(|(_, text)| text.clone())
     };
-    let dotenvs: Vec<Option<String>> = all.iter().map(|(f, _)| dotenv_of(&f.name)).collect();
+    let companions: Vec<(Option<String>, Option<String>)> = all
+        .iter()
+        .map(|(f, _)| {
+            (
+                companion(&f.name, |f| &f.beside),
+                companion(&f.name, |f| &f.overrides),
+            )
+        })
+        .collect();
     all.into_iter()
-        .zip(dotenvs)
-        .filter(|((f, _), _)| f.beside.is_none())
-        .map(|((file, text), dotenv)| Published { file, text, dotenv })
+        .zip(companions)
+        .filter(|((f, _), _)| f.beside.is_none() && f.overrides.is_none())
+        .map(|((file, text), (dotenv, compose_override))| Published {
+            file,
+            text,
+            dotenv,
+            compose_override,
+        })
         .collect()
 }
 
 impl Published {
-    /// The operator's environment: each variable the file requires
-    /// (`${NAME:?message}`), and `HOME`.
+    /// The operator's environment: each variable the files require
+    /// (`${NAME:?message}`), each a secret is read from (`environment: NAME`), and `HOME`.
     pub fn env(&self) -> BTreeMap<String, String> {
-        let mut env: BTreeMap<String, String> = self
-            .text
-            .split("${")
-            .skip(1)
-            .filter_map(|rest| {
-                let end = rest.find(['}', ':', '?', '-', '+'])?;
-                let required = rest[end..].starts_with(":?") || rest[end..].starts_with('?');
-                required.then(|| (rest[..end].to_string(), "x".to_string()))
-            })
+        let texts = [Some(&self.text), self.compose_override.as_ref()];
+        let mut env: BTreeMap<String, String> = texts
+            .iter()
+            .flatten()
+            .flat_map(|text| secret_variables(text))
+            .map(|name| (name, "x".to_string()))
             .collect();
+        env.extend(self.text.split("${").skip(1).filter_map(|rest| {
+            let end = rest.find(['}', ':', '?', '-', '+'])?;
+            let required = rest[end..].starts_with(":?") || rest[end..].starts_with('?');
+            required.then(|| (rest[..end].to_string(), "x".to_string()))
+        }));
         env.insert("HOME".into(), "/root".into());
         env
     }
@@ -95,6 +118,7 @@ impl Published {
             env: self.env(),
             node: NodeId("n1".into()),
             release: "0".repeat(40),
+            fleet_view: false,
         }
     }
 
@@ -117,10 +141,25 @@ impl Published {
             .iter()
             .map(|s| format!("\"{s}\" = \"{}\"\n", image_of(s)))
             .collect();
+        let compose = match self.compose_override {
+            Some(_) => r#"["stack/compose.yaml", "stack/compose.override.yaml"]"#,
+            None => r#""stack/compose.yaml""#,
+        };
         format!(
-            "version = 1\n[fleet]\nname = \"{project}\"\ncompose = \"stack/compose.yaml\"\n[images]\n{images}"
+            "version = 1\n[fleet]\nname = \"{project}\"\ncompose = {compose}\n[images]\n{images}"
         )
     }
+}
+
+/// The variables a file's top-level `secrets` read (`environment: NAME`).
+fn secret_variables(text: &str) -> Vec<String> {
+    let doc: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or_default();
+    doc.get("secrets")
+        .and_then(|s| s.as_mapping())
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, s)| Some(s.get("environment")?.as_str()?.to_string()))
+        .collect()
 }
 
 /// A fleet repository made of one compose file as `stack/compose.yaml`, its project's
@@ -130,6 +169,8 @@ pub struct PublishedStack {
     pub fleet_toml: String,
     pub compose: String,
     pub dotenv: Option<String>,
+    /// `stack/compose.override.yaml`, when the project publishes one.
+    pub compose_override: Option<String>,
 }
 
 impl RepoFiles for PublishedStack {
@@ -138,6 +179,10 @@ impl RepoFiles for PublishedStack {
             "fleet.toml" => self.fleet_toml.clone(),
             "stack/compose.yaml" => self.compose.clone(),
             "stack/.env" => self.dotenv.clone().unwrap_or_default(),
+            "stack/compose.override.yaml" => match &self.compose_override {
+                Some(text) => text.clone(),
+                None => return Ok(None),
+            },
             _ => String::new(),
         }))
     }
@@ -156,7 +201,13 @@ pub fn translate(
     host_dir: &Path,
 ) -> Result<(FleetRepo, ProjectSpec), String> {
     let loaded = load_repo(files, vars).map_err(|diags| diags.to_string())?;
-    let spec =
-        project_spec(project, &loaded.compose, &loaded.images, host_dir).map_err(|e| joined(&e))?;
+    let spec = project_spec(
+        project,
+        &loaded.compose,
+        &loaded.images,
+        host_dir,
+        &test_key(),
+    )
+    .map_err(|e| joined(&e))?;
     Ok((loaded, spec))
 }

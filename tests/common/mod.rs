@@ -8,6 +8,11 @@ pub mod corpus;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// The digest key tests translate with (a node's is random: `DigestKey::load_or_create`).
+pub fn test_key() -> gitfleet::secret::DigestKey {
+    gitfleet::secret::DigestKey::new([7; 32])
+}
+
 /// A directory under the system temp dir, removed when dropped.
 pub struct TempDir(PathBuf);
 

@@ -732,6 +732,7 @@ mod tests {
             &Files(files.iter().copied().collect()),
             &paths,
             &BTreeMap::new(),
+            false,
             &mut diags,
         );
         (stack, diags)

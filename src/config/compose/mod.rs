@@ -352,6 +352,7 @@ pub fn load(
         &OneFile(source),
         std::slice::from_ref(&source.path),
         vars,
+        false,
         diags,
     )
 }
@@ -375,6 +376,7 @@ pub fn load_files(
     files: &dyn RepoFiles,
     paths: &[String],
     vars: &BTreeMap<String, String>,
+    fleet_view: bool,
     diags: &mut Diagnostics,
 ) -> Option<ComposeStack> {
     let before = diags.len();
@@ -399,6 +401,7 @@ pub fn load_files(
     let (configs, service_configs) = lift_configs(&ctx, &mut value, diags);
     let extras = lift_extras(&ctx, &mut value, diags);
     stringify_numbers(&mut value);
+    uniform_secret_lists(&mut value);
     // The path to the value that does not fit names the key, and so its line.
     let compose: docker_compose_types::Compose = match serde_path_to_error::deserialize(value) {
         Ok(c) => c,
@@ -412,7 +415,20 @@ pub fn load_files(
             return None;
         }
     };
-    let values = type_values(&ctx, &compose, &configs, &service_configs, &extras, diags);
+    let declared = Declared::of(&compose, &configs, vars);
+    // For the whole fleet, values that take per-node variables are the nodes' to judge.
+    let mut value_diags = Diagnostics::default();
+    let values = type_values(
+        &ctx,
+        &compose,
+        &declared,
+        &service_configs,
+        &extras,
+        &mut value_diags,
+    );
+    if !fleet_view {
+        diags.extend(value_diags);
+    }
     (diags.len() == before).then(|| ComposeStack {
         file: paths.first().cloned().unwrap_or_default(),
         config_files: paths.to_vec(),
@@ -432,12 +448,11 @@ pub fn load_files(
 fn type_values(
     ctx: &Context,
     compose: &docker_compose_types::Compose,
-    configs: &BTreeMap<String, String>,
+    declared: &Declared,
     service_configs: &BTreeMap<String, Vec<FileMount>>,
     extras: &BTreeMap<String, ServiceExtras>,
     diags: &mut Diagnostics,
 ) -> BTreeMap<String, ServiceValues> {
-    let declared = Declared::of(compose, configs);
     let no_extras = ServiceExtras::default();
     let mut out = BTreeMap::new();
     for (name, service) in &compose.services.0 {
@@ -454,7 +469,7 @@ fn type_values(
             service,
             extras.get(name).unwrap_or(&no_extras),
             service_configs.get(name).map_or(&[], Vec::as_slice),
-            &declared,
+            declared,
         );
         for bad in invalid {
             diags.push(ctx.error(&bad.key, bad.message, bad.help));
@@ -883,7 +898,8 @@ fn check_deploy(ctx: &Context, path: &str, deploy: &Value, diags: &mut Diagnosti
     }
 }
 
-/// Top-level `secrets` and `configs` must come from files in the repository.
+/// Top-level `secrets` and `configs` come from files in the repository, and secrets also
+/// from a variable of the node's environment.
 fn check_file_sources(ctx: &Context, section: &str, value: &Value, diags: &mut Diagnostics) {
     let Value::Mapping(entries) = value else {
         diags.push(ctx.error(
@@ -896,11 +912,18 @@ fn check_file_sources(ctx: &Context, section: &str, value: &Value, diags: &mut D
     for (name, entry) in entries {
         let name = key_str(name);
         let path = format!("{section}.{name}");
-        let ok = matches!(entry, Value::Mapping(m) if m.len() == 1 && matches!(m.get("file"), Some(Value::String(_))));
+        let source = |key: &str| matches!(entry, Value::Mapping(m) if m.len() == 1 && matches!(m.get(key), Some(Value::String(_))));
+        // A secret may also be a variable of the node's environment, as in Compose.
+        let ok = source("file") || (section == "secrets" && source("environment"));
         if !ok {
+            let sources = if section == "secrets" {
+                "exactly `file: <path>` or `environment: <VARIABLE>`"
+            } else {
+                "exactly `file: <path>`"
+            };
             diags.push(ctx.error(
                 &path,
-                format!("`{path}` must have exactly `file: <path>`; gitfleet supports file sources only"),
+                format!("`{path}` must have {sources}"),
                 format!("keep the file in the fleet repository next to the compose file: `{name}: {{file: ./{name}.txt}}`"),
             ));
         }
@@ -1462,6 +1485,25 @@ fn stringify_numbers(value: &mut Value) {
     }
 }
 
+/// A service's `secrets` may mix names and `{source, target}` entries, as Compose
+/// allows; docker-compose-types takes one form per list, so names become entries.
+fn uniform_secret_lists(value: &mut Value) {
+    let Some(Value::Mapping(services)) = value.get_mut("services") else {
+        return;
+    };
+    for (_, service) in services.iter_mut() {
+        if let Some(Value::Sequence(items)) = service.get_mut("secrets")
+            && items.iter().any(Value::is_mapping)
+        {
+            for item in items.iter_mut().filter(|i| i.is_string()) {
+                let mut entry = Mapping::new();
+                entry.insert("source".into(), item.clone());
+                *item = Value::Mapping(entry);
+            }
+        }
+    }
+}
+
 /// Takes `configs` out of the document (docker-compose-types cannot represent them).
 fn lift_configs(
     ctx: &Context,
@@ -1760,11 +1802,11 @@ secrets:
             "{diags}"
         );
         let (_, diags) =
-            load_text("services:\n  web:\n    image: x\nsecrets:\n  pw:\n    environment: PW\n");
+            load_text("services:\n  web:\n    image: x\nsecrets:\n  pw:\n    external: true\n");
         assert!(
-            diags
-                .iter()
-                .any(|d| d.message.contains("file sources only")),
+            diags.iter().any(|d| d
+                .message
+                .contains("`file: <path>` or `environment: <VARIABLE>`")),
             "{diags}"
         );
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use docker_compose_types as dct;
 
 use super::ServiceExtras;
+use crate::secret::Secret;
 
 /// A value that does not fit, at the dotted key it is written at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,9 +178,17 @@ pub enum MountKind {
 /// A `secrets`/`configs` file and where it appears in the container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileTarget {
-    /// Relative to the compose file, or absolute.
-    pub file: String,
+    pub source: FileSource,
     pub target: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileSource {
+    /// A file relative to the compose file, or absolute: bind-mounted read-only.
+    Path(String),
+    /// A secret's content from a variable of the node's environment
+    /// (`secrets: {x: {environment: VAR}}`): written into the container before it starts.
+    Content(Secret),
 }
 
 /// When a dependent service may start (Compose's `depends_on` conditions).
@@ -208,21 +217,45 @@ pub struct Declared<'a> {
     pub services: BTreeSet<&'a str>,
     pub volumes: BTreeSet<&'a str>,
     pub networks: BTreeSet<&'a str>,
-    /// Top-level `secrets` with a `file:` source: name → file.
-    pub secret_files: BTreeMap<&'a str, &'a str>,
+    /// Top-level `secrets`: name → where its content comes from (`None`: the variable
+    /// an `environment:` source names is not set).
+    pub secrets: BTreeMap<&'a str, Option<DeclaredSecret<'a>>>,
     /// Top-level `configs`: name → file.
     pub config_files: &'a BTreeMap<String, String>,
 }
 
+/// A top-level secret's source.
+#[derive(Clone, Copy)]
+pub enum DeclaredSecret<'a> {
+    File(&'a str),
+    /// The variable's name and its value.
+    Environment(&'a str, &'a str),
+    /// The variable an `environment:` source names, not set.
+    Unset(&'a str),
+}
+
 impl<'a> Declared<'a> {
-    pub fn of(compose: &'a dct::Compose, configs: &'a BTreeMap<String, String>) -> Self {
-        let secret_files = compose
+    /// The declarations of `compose`; `vars` are the node's variables, which
+    /// `environment:` secrets read.
+    pub fn of(
+        compose: &'a dct::Compose,
+        configs: &'a BTreeMap<String, String>,
+        vars: &'a BTreeMap<String, String>,
+    ) -> Self {
+        let secrets = compose
             .secrets
             .iter()
             .flat_map(|s| &s.0)
-            .filter_map(|(name, secret)| match secret {
-                Some(dct::ComposeSecret::File(file)) => Some((name.as_str(), file.as_str())),
-                _ => None,
+            .map(|(name, secret)| {
+                let source = match secret {
+                    Some(dct::ComposeSecret::File(file)) => Some(DeclaredSecret::File(file)),
+                    Some(dct::ComposeSecret::Environment(var)) => Some(match vars.get(var) {
+                        Some(value) => DeclaredSecret::Environment(var, value),
+                        None => DeclaredSecret::Unset(var),
+                    }),
+                    _ => None,
+                };
+                (name.as_str(), source)
             })
             .collect();
         Declared {
@@ -235,7 +268,7 @@ impl<'a> Declared<'a> {
                 .map(String::as_str)
                 .chain(["default"])
                 .collect(),
-            secret_files,
+            secrets,
             config_files: configs,
         }
     }
@@ -886,31 +919,43 @@ fn files(
     };
     let mut out = Vec::new();
     for (i, (name, target)) in secrets.into_iter().enumerate() {
-        let Some(file) = declared.secret_files.get(name.as_str()) else {
-            check.push(
-                &format!("secrets.{i}"),
-                (
-                    format!("secret `{name}` has no `file:` source under top-level `secrets`"),
-                    format!("add `secrets: {{{name}: {{file: ./{name}.txt}}}}` at the top level"),
-                ),
-            );
-            continue;
+        let key = format!("secrets.{i}");
+        let source = match declared.secrets.get(name.as_str()).copied().flatten() {
+            Some(DeclaredSecret::File(file)) => FileSource::Path(file.to_string()),
+            Some(DeclaredSecret::Environment(_, value)) => FileSource::Content(Secret::new(value)),
+            Some(DeclaredSecret::Unset(var)) => {
+                check.push(
+                    &key,
+                    (
+                        format!("secret `{name}` comes from the variable {var}, which is not set"),
+                        format!("set {var} in the agent's environment (or the `.env` beside the compose file); `gitfleet check` reads its own"),
+                    ),
+                );
+                continue;
+            }
+            None => {
+                check.push(
+                    &key,
+                    (
+                        format!("secret `{name}` is not defined under top-level `secrets`"),
+                        format!("add `secrets: {{{name}: {{file: ./{name}.txt}}}}` (or `{{environment: VARIABLE}}`) at the top level"),
+                    ),
+                );
+                continue;
+            }
         };
         let target = match target {
             Some(t) if t.starts_with('/') => t,
             Some(t) => format!("/run/secrets/{t}"),
             None => format!("/run/secrets/{name}"),
         };
-        out.push(FileTarget {
-            file: file.to_string(),
-            target,
-        });
+        out.push(FileTarget { source, target });
     }
     // Every config mount was checked against the top-level `configs` when lifted.
     for config in configs {
         if let Some(file) = declared.config_files.get(&config.source) {
             out.push(FileTarget {
-                file: file.clone(),
+                source: FileSource::Path(file.clone()),
                 target: config
                     .target
                     .clone()
@@ -1153,6 +1198,31 @@ mod tests {
         );
         assert!(
             refused.contains("`services.b.network_mode`: `nope` is not a service"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_secret_from_the_environment_is_its_variable_and_an_unset_one_is_refused() {
+        let text = "services:\n  app:\n    image: x\n    secrets: [pw]\nsecrets:\n  pw:\n    environment: APP_PW\n";
+        let mut diags = crate::config::diagnostics::Diagnostics::default();
+        let source = crate::config::diagnostics::SourceFile::new("stack/compose.yaml", text);
+        let vars = BTreeMap::from([("APP_PW".to_string(), "hunter2".to_string())]);
+        let typed = super::super::load(&source, &vars, &mut diags).unwrap();
+        assert_eq!(
+            typed.values["app"].files,
+            vec![FileTarget {
+                source: FileSource::Content(Secret::new("hunter2")),
+                target: "/run/secrets/pw".into(),
+            }]
+        );
+        assert!(
+            !format!("{typed:?}").contains("hunter2"),
+            "Debug never shows it"
+        );
+        let refused = stack(text).unwrap_err();
+        assert!(
+            refused.contains("`services.app.secrets.0`: secret `pw` comes from the variable APP_PW, which is not set"),
             "{refused}"
         );
     }
