@@ -117,10 +117,17 @@ impl FleetDir {
             env: BTreeMap::new(),
             node: NodeId::from("bench"),
             release: "bench".into(),
+            fleet_view: false,
         };
         let repo = load_repo(&files, &vars).map_err(|d| format!("fleet repo: {d}"))?;
-        let spec = project_spec(&self.project, &repo.compose, &repo.images, &self.host_dir)
-            .map_err(|e| format!("spec: {}", gitfleet::engine::spec::joined(&e)))?;
+        let spec = project_spec(
+            &self.project,
+            &repo.compose,
+            &repo.images,
+            &self.host_dir,
+            &gitfleet::secret::DigestKey::new([7; 32]),
+        )
+        .map_err(|e| format!("spec: {}", gitfleet::engine::spec::joined(&e)))?;
         Ok((repo, spec))
     }
 }
