@@ -1,8 +1,6 @@
 //! A credential that never prints: used by the Git adapter, notifications and the
 //! command line alike, so it belongs to none of them.
 
-use std::os::unix::fs::OpenOptionsExt as _;
-
 /// A credential that prints as `***`, so a `{:?}` or `{}` never leaks it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -42,36 +40,14 @@ impl DigestKey {
         DigestKey(bytes)
     }
 
+    /// A key for a stack that is given no secret content: nothing is digested with it.
+    pub fn unused() -> Self {
+        DigestKey([0; 32])
+    }
+
     /// The hex HMAC-SHA256 of `content` under this key.
     pub fn digest(&self, content: &[u8]) -> String {
         crate::config::fleet::hex(&crate::hmac::hmac::<sha2::Sha256>(&self.0, content))
-    }
-
-    /// The key in `state_dir`, made (random, mode 0600) when there is none yet.
-    pub fn load_or_create(state_dir: &std::path::Path) -> std::io::Result<Self> {
-        let path = state_dir.join("secret-digest.key");
-        match std::fs::read(&path) {
-            Ok(bytes) => bytes.try_into().map(DigestKey).map_err(|_| {
-                std::io::Error::other(format!(
-                    "{} is not 32 bytes: remove it and a new key is made (services given secrets are recreated once)",
-                    path.display()
-                ))
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 32];
-                std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-                std::fs::create_dir_all(state_dir)?;
-                let mut file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                std::io::Write::write_all(&mut file, &bytes)?;
-                file.sync_all()?;
-                Ok(DigestKey(bytes))
-            }
-            Err(e) => Err(e),
-        }
     }
 }
 

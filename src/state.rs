@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::secret::DigestKey;
+
 /// The default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/gitfleet";
 
@@ -25,6 +27,51 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+/// The node's [`DigestKey`], made (random, mode 0600) in `state_dir` the first time a
+/// stack needs one (it is given a secret's content); a stack that needs none gets
+/// [`DigestKey::unused`] and no file is touched. Made whole before it appears (a temporary
+/// file linked into place), so a crash never leaves a torn key and two processes agree
+/// on one.
+pub fn digest_key(state_dir: &Path, needed: bool) -> std::io::Result<DigestKey> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if !needed {
+        return Ok(DigestKey::unused());
+    }
+    let path = state_dir.join("secret-digest.key");
+    let read = |path: &Path| -> std::io::Result<DigestKey> {
+        let bytes: [u8; 32] = std::fs::read(path)?.try_into().map_err(|_| {
+            std::io::Error::other(format!(
+                "{} is not 32 bytes: restore it from a backup, or remove it (the services given secrets are then recreated once)",
+                path.display()
+            ))
+        })?;
+        Ok(DigestKey::new(bytes))
+    };
+    match read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        found => return found,
+    }
+    let mut bytes = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    std::fs::create_dir_all(state_dir)?;
+    let tmp = state_dir.join(format!("secret-digest.key.{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut file, &bytes)?;
+    file.sync_all()?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    std::fs::remove_file(&tmp)?;
+    match linked {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
+        Err(e) => Err(e),
+        Ok(()) => Ok(DigestKey::new(bytes)),
+    }
 }
 
 /// Copies the compose file's directory of the fleet repository into the project

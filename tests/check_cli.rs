@@ -70,7 +70,7 @@ const VARIANTS: &[Variant] = &[
             "`services.db.ipc`",
             "`allow_host_ipc = true`",
             "`services.db.cap_add`",
-            "adds capabilities that reach the host (sys_admin, ALL)",
+            "adds capabilities that reach the host (SYS_ADMIN, ALL)",
             "`allow_host_capabilities = true`",
         ],
         at: None,

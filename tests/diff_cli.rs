@@ -13,7 +13,6 @@ use gitfleet::config::{DirFiles, Interpolation, load_repo};
 use gitfleet::engine::converge::{self, ConvergeOptions};
 use gitfleet::engine::docker::DockerEngine;
 use gitfleet::engine::spec::project_spec;
-use gitfleet::secret::DigestKey;
 use gitfleet::state::project_dir;
 
 use common::{TempDir, test_images};
@@ -72,7 +71,7 @@ async fn diff_shows_nothing_after_converge_and_the_changed_service_after_a_relea
         &loaded.compose,
         &loaded.images,
         &host_dir,
-        &DigestKey::load_or_create(state.path()).unwrap(),
+        &gitfleet::state::digest_key(state.path(), loaded.compose.has_secret_content()).unwrap(),
     )
     .unwrap();
     let local = converge::pull_all(&engine, &loaded.images, &BTreeMap::new())

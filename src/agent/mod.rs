@@ -29,7 +29,6 @@ use crate::engine::spec::ProjectSpec;
 use crate::engine::spec::{joined, project_spec};
 use crate::git::{ControlPlane, GitAuth, GitError, Mirror, redact_url};
 use crate::metrics::metrics;
-use crate::secret::DigestKey;
 use crate::state::{GateJournal, LocalState, Outbox, materialize, project_dir};
 use crate::trust;
 use futures_util::StreamExt;
@@ -850,8 +849,9 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
     fn translate(&self, repo: &FleetRepo) -> Result<ProjectSpec, String> {
         let project = self.project(repo);
         let host_dir = project_dir(&self.settings.state_dir, &project);
-        let key = DigestKey::load_or_create(&self.settings.state_dir)
-            .map_err(|e| format!("the state directory's secret digest key: {e}"))?;
+        let key =
+            crate::state::digest_key(&self.settings.state_dir, repo.compose.has_secret_content())
+                .map_err(|e| format!("the state directory's secret digest key: {e}"))?;
         project_spec(&project, &repo.compose, &repo.images, &host_dir, &key)
             .map_err(|errors| format!("{}: {}", repo.fleet.compose_path, joined(&errors)))
     }

@@ -1,14 +1,18 @@
 //! `gitfleet check [DIR]`: validate a fleet repository working tree, for PR CI.
 
 use std::io::Write;
+use std::path::Path;
 
 use serde::Serialize;
 
 use super::exit;
 use crate::cli::{CheckArgs, Format};
-use crate::config::diagnostics::Diagnostic;
+use crate::config::diagnostics::{Diagnostic, Diagnostics};
 use crate::config::fleet::NodeId;
 use crate::config::{self, DirFiles, FleetRepo, Interpolation};
+use crate::engine::spec::{project_spec, start_order};
+use crate::secret::DigestKey;
+use crate::state::{DEFAULT_STATE_DIR, project_dir};
 
 /// What `--format json` prints: stable keys, documented in docs/check.md.
 #[derive(Serialize)]
@@ -60,6 +64,35 @@ fn facts(repo: &FleetRepo) -> FleetFacts<'_> {
     }
 }
 
+/// What a node does next with a loaded release, pure: translate it and order its
+/// start. The typed model makes both infallible for what loaded; they run here as the
+/// backstop, so a gap in the model shows in the pull request, not on every node.
+fn translate(repo: FleetRepo) -> Result<FleetRepo, Diagnostics> {
+    let host_dir = project_dir(Path::new(DEFAULT_STATE_DIR), &repo.fleet.name);
+    let spec = project_spec(
+        &repo.fleet.name,
+        &repo.compose,
+        &repo.images,
+        &host_dir,
+        &DigestKey::unused(),
+    );
+    let problems: Vec<String> = match spec {
+        Ok(spec) => start_order(&spec).err().into_iter().collect(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    };
+    if problems.is_empty() {
+        return Ok(repo);
+    }
+    let mut diags = Diagnostics::default();
+    for problem in problems {
+        diags.push(
+            Diagnostic::new(&repo.fleet.compose_path, "services", problem)
+                .help("every node would refuse this release; fix the service named"),
+        );
+    }
+    Err(diags)
+}
+
 pub fn run(args: &CheckArgs) -> u8 {
     if !args.dir.is_dir() {
         eprintln!(
@@ -75,7 +108,7 @@ pub fn run(args: &CheckArgs) -> u8 {
         fleet_view: false,
     };
     let files = DirFiles(args.dir.clone());
-    let result = config::load_repo(&files, &vars);
+    let result = config::load_repo(&files, &vars).and_then(translate);
     let mut out = std::io::stdout().lock();
     let written = match (&result, args.format) {
         (Ok(repo), Format::Human) => writeln!(

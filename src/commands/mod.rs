@@ -16,7 +16,6 @@ use crate::cli::NodeStackArgs;
 use crate::config::fleet::NodeId;
 use crate::config::{self, DirFiles, FleetRepo, Interpolation};
 use crate::engine::spec::{ProjectSpec, project_spec};
-use crate::secret::DigestKey;
 use crate::state::project_dir;
 
 /// Exit codes scripts can rely on.
@@ -67,10 +66,11 @@ pub(crate) fn load_node_stack(args: &NodeStackArgs) -> Result<NodeStack, u8> {
     })?;
     let project = project.clone().unwrap_or_else(|| repo.fleet.name.clone());
     let host_dir = project_dir(state_dir, &project);
-    let key = DigestKey::load_or_create(state_dir).map_err(|e| {
-        eprintln!("error: the state directory's secret digest key: {e}");
-        exit::USAGE
-    })?;
+    let key =
+        crate::state::digest_key(state_dir, repo.compose.has_secret_content()).map_err(|e| {
+            eprintln!("error: the state directory's secret digest key: {e}");
+            exit::USAGE
+        })?;
     let spec =
         project_spec(&project, &repo.compose, &repo.images, &host_dir, &key).map_err(|errors| {
             for e in errors {

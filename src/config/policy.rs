@@ -52,8 +52,8 @@ const ADMISSION_KEYS: &[&str] = &[
 ];
 
 /// Capabilities a container can use to leave its isolation or act on the host kernel
-/// (mount, load modules, raw I/O, trace others, read any inode, load BPF, reboot,
-/// change the LSM policy), and `ALL`: `cap_add` of one needs `allow_host_capabilities`.
+/// (mount, load modules, raw I/O, trace others, read any inode, set the host's clock,
+/// load BPF, reboot, change the LSM policy), and `ALL`: `cap_add` of one needs `allow_host_capabilities`.
 /// Others (`NET_ADMIN`, `NET_BIND_SERVICE`, …) stay inside the container's namespaces.
 pub const HOST_CAPABILITIES: &[&str] = &[
     "ALL",
@@ -63,6 +63,7 @@ pub const HOST_CAPABILITIES: &[&str] = &[
     "SYS_PTRACE",
     "SYS_BOOT",
     "DAC_READ_SEARCH",
+    "SYS_TIME",
     "BPF",
     "MAC_ADMIN",
     "MAC_OVERRIDE",
@@ -211,11 +212,13 @@ impl Policy {
             let Some(Some(service)) = stack.compose.services.0.get(name) else {
                 continue;
             };
-            let host_caps: Vec<&str> = service
+            // The engine takes any case, with or without `CAP_`.
+            let host_caps: Vec<String> = service
                 .cap_add
                 .iter()
-                .map(|c| c.trim_start_matches("CAP_").trim_start_matches("cap_"))
-                .filter(|c| HOST_CAPABILITIES.iter().any(|h| h.eq_ignore_ascii_case(c)))
+                .map(|c| c.to_ascii_uppercase())
+                .map(|c| c.strip_prefix("CAP_").map_or(c.clone(), str::to_string))
+                .filter(|c| HOST_CAPABILITIES.contains(&c.as_str()))
                 .collect();
             let host_caps = host_caps.join(", ");
             let powers = [

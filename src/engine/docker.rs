@@ -263,9 +263,9 @@ impl DockerEngine {
     }
 
     /// Writes `files` into the created container `id` (before it starts): a tar archive
-    /// extracted at `/`, each file root-owned and readable by every user of the
-    /// container (mode 0444, as `docker compose` writes secrets from the environment),
-    /// its directories made when missing.
+    /// extracted at `/`, each file with its mode and owner (by default root's, readable
+    /// by every user of the container: 0444, as `docker compose` writes secrets from the
+    /// environment).
     pub async fn write_files(&self, id: &str, files: &[InjectedFile]) -> Result<(), EngineError> {
         let archive = secret_archive(files).map_err(|e| EngineError::Api {
             action: format!("write secrets into container {id}"),
@@ -635,32 +635,17 @@ fn stored_auth<'a>(config: &'a serde_json::Value, reference: &str) -> Option<(&'
     })
 }
 
-/// The tar archive [`DockerEngine::write_files`] uploads: each file's parent directories
-/// (0755) and the file (0444), paths relative to `/`.
+/// The tar archive [`DockerEngine::write_files`] uploads: the files alone, paths relative
+/// to `/`. No directory entries: extracting one would re-own and re-mode a directory the
+/// image already has (`/tmp`, a home); the engine makes missing parents itself.
 fn secret_archive(files: &[InjectedFile]) -> std::io::Result<Vec<u8>> {
     let mut archive = tar::Builder::new(Vec::new());
-    let mut dirs = std::collections::BTreeSet::new();
-    for file in files {
-        let path = std::path::Path::new(file.target.trim_start_matches('/'));
-        for dir in path
-            .ancestors()
-            .skip(1)
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            dirs.insert(dir.to_path_buf());
-        }
-    }
-    for dir in &dirs {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_size(0);
-        archive.append_data(&mut header, dir, std::io::empty())?;
-    }
     for file in files {
         let content = file.content.expose().as_bytes();
         let mut header = tar::Header::new_gnu();
-        header.set_mode(0o444);
+        header.set_mode(file.mode);
+        header.set_uid(file.uid);
+        header.set_gid(file.gid);
         header.set_size(content.len() as u64);
         archive.append_data(&mut header, file.target.trim_start_matches('/'), content)?;
     }

@@ -107,6 +107,9 @@ pub struct InjectedFile {
     /// Absolute path in the container.
     pub target: String,
     pub content: Secret,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
 }
 
 /// A network or volume the project needs.
@@ -597,9 +600,17 @@ impl ServiceCtx<'_> {
             .files
             .iter()
             .filter_map(|file| match &file.source {
-                FileSource::Content(content) => Some(InjectedFile {
+                FileSource::Content {
+                    content,
+                    mode,
+                    uid,
+                    gid,
+                } => Some(InjectedFile {
                     target: file.target.clone(),
                     content: content.clone(),
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
                 }),
                 FileSource::Path(_) => None,
             })

@@ -216,6 +216,14 @@ impl ComposeStack {
         names
     }
 
+    /// Whether a service is given a secret's content (which needs the node's digest key).
+    pub fn has_secret_content(&self) -> bool {
+        self.values
+            .values()
+            .flat_map(|v| &v.files)
+            .any(|f| matches!(f.source, values::FileSource::Content { .. }))
+    }
+
     /// Every service of the file, those this node does not run included, sorted.
     pub fn all_service_names(&self) -> Vec<&str> {
         let mut names = self.service_names();
@@ -415,7 +423,7 @@ pub fn load_files(
             return None;
         }
     };
-    let declared = Declared::of(&compose, &configs, vars);
+    let declared = Declared::of(&compose, &configs, &inactive, vars);
     // For the whole fleet, values that take per-node variables are the nodes' to judge.
     let mut value_diags = Diagnostics::default();
     let values = type_values(

@@ -187,8 +187,14 @@ pub enum FileSource {
     /// A file relative to the compose file, or absolute: bind-mounted read-only.
     Path(String),
     /// A secret's content from a variable of the node's environment
-    /// (`secrets: {x: {environment: VAR}}`): written into the container before it starts.
-    Content(Secret),
+    /// (`secrets: {x: {environment: VAR}}`): written into the container before it starts,
+    /// with the long syntax's `mode` (octal; default 0444), `uid` and `gid` (default 0).
+    Content {
+        content: Secret,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+    },
 }
 
 /// When a dependent service may start (Compose's `depends_on` conditions).
@@ -215,6 +221,8 @@ pub struct Link {
 /// What the file declares at the top level, for checking references to it.
 pub struct Declared<'a> {
     pub services: BTreeSet<&'a str>,
+    /// Services of the file this node does not run (profiles, `replicas: 0`).
+    pub inactive: BTreeSet<&'a str>,
     pub volumes: BTreeSet<&'a str>,
     pub networks: BTreeSet<&'a str>,
     /// Top-level `secrets`: name → where its content comes from (`None`: the variable
@@ -240,6 +248,7 @@ impl<'a> Declared<'a> {
     pub fn of(
         compose: &'a dct::Compose,
         configs: &'a BTreeMap<String, String>,
+        inactive: &'a BTreeMap<String, Option<String>>,
         vars: &'a BTreeMap<String, String>,
     ) -> Self {
         let secrets = compose
@@ -260,6 +269,7 @@ impl<'a> Declared<'a> {
             .collect();
         Declared {
             services: compose.services.0.keys().map(String::as_str).collect(),
+            inactive: inactive.keys().map(String::as_str).collect(),
             volumes: compose.volumes.0.keys().map(String::as_str).collect(),
             networks: compose
                 .networks
@@ -361,11 +371,71 @@ pub fn service_values(
             .filter_map(|(i, v)| check.value(&format!("volumes.{i}"), volume(v, declared)))
             .collect(),
         files: files(&mut check, s, service_configs, declared),
-        depends_on: depends_on(&mut check, s, &links),
+        depends_on: depends_on(&mut check, s, &links, declared),
         links,
         network: network(&mut check, s, declared),
     };
+    refuse_what_the_engine_would(&mut check, s, extras, &values);
     (values, check.invalid)
+}
+
+/// Combinations every value of which is fine alone, but that the engine refuses (or
+/// that cannot work) together: caught here, not on every node at create.
+fn refuse_what_the_engine_would(
+    check: &mut Checker,
+    s: &dct::Service,
+    extras: &ServiceExtras,
+    values: &ServiceValues,
+) {
+    if extras.mac_address.is_some() && s.network_mode.is_some() {
+        check.push(
+            "mac_address",
+            (
+                "a MAC address needs a network of the stack, and the service sets `network_mode`"
+                    .to_string(),
+                "remove `mac_address` or `network_mode`".to_string(),
+            ),
+        );
+    }
+    let name = check.prefix.trim_start_matches("services.").to_string();
+    for (key, mode) in [
+        ("network_mode", &s.network_mode),
+        ("pid", &s.pid),
+        ("ipc", &s.ipc),
+    ] {
+        if mode.as_deref().and_then(|m| m.strip_prefix("service:")) == Some(name.as_str()) {
+            check.push(
+                key,
+                (
+                    format!("`service:{name}` is the service itself"),
+                    "name another service of the stack".to_string(),
+                ),
+            );
+        }
+    }
+    // A read-only root file system takes no file, but a volume or tmpfs under it does.
+    let writable = |target: &str| {
+        let under = |dir: &str| std::path::Path::new(target).starts_with(dir);
+        values.volumes.iter().any(|v| under(&v.target))
+            || values.tmpfs.iter().flatten().any(|(dir, _)| under(dir))
+    };
+    for file in &values.files {
+        if s.read_only
+            && matches!(file.source, FileSource::Content { .. })
+            && !writable(&file.target)
+        {
+            check.push(
+                "read_only",
+                (
+                    format!(
+                        "the secret for `{}` is written into the container, whose root file system is read-only",
+                        file.target
+                    ),
+                    "give its directory a `tmpfs` entry (e.g. `tmpfs: [/run/secrets]`), or use a `file:` secret".to_string(),
+                ),
+            );
+        }
+    }
 }
 
 /// Collects what does not fit, each at its key under the service.
@@ -909,20 +979,36 @@ fn files(
     configs: &[super::FileMount],
     declared: &Declared,
 ) -> Vec<FileTarget> {
-    let secrets: Vec<(String, Option<String>)> = match &s.secrets {
-        Some(dct::Secrets::Simple(names)) => names.iter().map(|n| (n.clone(), None)).collect(),
-        Some(dct::Secrets::Advanced(list)) => list
+    let secrets: Vec<dct::AdvancedSecrets> = match &s.secrets {
+        Some(dct::Secrets::Simple(names)) => names
             .iter()
-            .map(|a| (a.source.clone(), a.target.clone()))
+            .map(|n| dct::AdvancedSecrets {
+                source: n.clone(),
+                target: None,
+                uid: None,
+                gid: None,
+                mode: None,
+            })
             .collect(),
+        Some(dct::Secrets::Advanced(list)) => list.clone(),
         None => Vec::new(),
     };
     let mut out = Vec::new();
-    for (i, (name, target)) in secrets.into_iter().enumerate() {
-        let key = format!("secrets.{i}");
+    for (i, entry) in secrets.into_iter().enumerate() {
+        let (name, key) = (entry.source.clone(), format!("secrets.{i}"));
         let source = match declared.secrets.get(name.as_str()).copied().flatten() {
             Some(DeclaredSecret::File(file)) => FileSource::Path(file.to_string()),
-            Some(DeclaredSecret::Environment(_, value)) => FileSource::Content(Secret::new(value)),
+            Some(DeclaredSecret::Environment(_, value)) => {
+                let Some((mode, uid, gid)) = check.value(&key, ownership(&entry)) else {
+                    continue;
+                };
+                FileSource::Content {
+                    content: Secret::new(value),
+                    mode,
+                    uid,
+                    gid,
+                }
+            }
             Some(DeclaredSecret::Unset(var)) => {
                 check.push(
                     &key,
@@ -944,11 +1030,27 @@ fn files(
                 continue;
             }
         };
-        let target = match target {
+        let target = match entry.target {
             Some(t) if t.starts_with('/') => t,
             Some(t) => format!("/run/secrets/{t}"),
             None => format!("/run/secrets/{name}"),
         };
+        let plain = std::path::Path::new(&target).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+        if !plain || target.ends_with('/') || target == "/" {
+            check.push(
+                &key,
+                (
+                    format!("the target `{target}` is not a plain file path"),
+                    "write an absolute path without `..` or a trailing `/`, e.g. `/run/secrets/db_password`".to_string(),
+                ),
+            );
+            continue;
+        }
         out.push(FileTarget { source, target });
     }
     // Every config mount was checked against the top-level `configs` when lifted.
@@ -964,6 +1066,35 @@ fn files(
         }
     }
     out
+}
+
+/// A secret's long-syntax `mode` (octal), `uid` and `gid`.
+fn ownership(entry: &dct::AdvancedSecrets) -> Parsed<(u32, u64, u64)> {
+    let mode = match entry.mode.as_deref() {
+        None => 0o444,
+        Some(text) => {
+            let digits = text.trim().trim_start_matches("0o");
+            match u32::from_str_radix(digits, 8) {
+                Ok(mode) if mode <= 0o7777 => mode,
+                _ => {
+                    return fail(
+                        format!("`mode: {text}` is not an octal file mode"),
+                        "e.g. `mode: \"0400\"`",
+                    );
+                }
+            }
+        }
+    };
+    let id = |text: &Option<String>, what: &str| match text.as_deref() {
+        None => Ok(0),
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            (
+                format!("`{what}: {text}` is not a number"),
+                format!("e.g. `{what}: \"1000\"`"),
+            )
+        }),
+    };
+    Ok((mode, id(&entry.uid, "uid")?, id(&entry.gid, "gid")?))
 }
 
 /// `network_mode`, else the networks joined, each declared at the top level.
@@ -1060,7 +1191,12 @@ fn links(check: &mut Checker, s: &dct::Service, declared: &Declared) -> Vec<Link
 
 /// `depends_on`, plus what Compose also starts first: the service whose network this
 /// one shares, and linked services.
-fn depends_on(check: &mut Checker, s: &dct::Service, links: &[Link]) -> Vec<Dependency> {
+fn depends_on(
+    check: &mut Checker,
+    s: &dct::Service,
+    links: &[Link],
+    declared: &Declared,
+) -> Vec<Dependency> {
     let started = |service: &str| Dependency {
         service: service.to_string(),
         condition: Condition::Started,
@@ -1105,6 +1241,21 @@ fn depends_on(check: &mut Checker, s: &dct::Service, links: &[Link]) -> Vec<Depe
             out.push(started(&link.service));
         }
     }
+    // One this node does not run was allowed (`required: false`) when it was dropped:
+    // there is nothing to wait for. One the file lacks is a typo.
+    out.retain(|d| {
+        let runs = declared.services.contains(d.service.as_str());
+        if !runs && !declared.inactive.contains(d.service.as_str()) {
+            check.push(
+                "depends_on",
+                (
+                    format!("`{}` is not a service of this file", d.service),
+                    "name a service defined under `services`".to_string(),
+                ),
+            );
+        }
+        runs
+    });
     out.sort_by(|a, b| a.service.cmp(&b.service));
     out
 }
@@ -1212,7 +1363,12 @@ mod tests {
         assert_eq!(
             typed.values["app"].files,
             vec![FileTarget {
-                source: FileSource::Content(Secret::new("hunter2")),
+                source: FileSource::Content {
+                    content: Secret::new("hunter2"),
+                    mode: 0o444,
+                    uid: 0,
+                    gid: 0,
+                },
                 target: "/run/secrets/pw".into(),
             }]
         );
@@ -1225,5 +1381,46 @@ mod tests {
             refused.contains("`services.app.secrets.0`: secret `pw` comes from the variable APP_PW, which is not set"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn combinations_the_engine_refuses_are_refused_here() {
+        let vars = BTreeMap::from([("PW".to_string(), "x".to_string())]);
+        let load = |text: &str| {
+            let mut diags = crate::config::diagnostics::Diagnostics::default();
+            let source = crate::config::diagnostics::SourceFile::new("stack/compose.yaml", text);
+            super::super::load(&source, &vars, &mut diags).ok_or_else(|| diags.to_string())
+        };
+        let secret = "secrets:\n  pw: {environment: PW}\n";
+        let refused = load(&format!(
+            "services:\n  a:\n    image: x\n    read_only: true\n    secrets: [pw]\n  b:\n    image: x\n    secrets: [{{source: pw, target: ../../etc/shadow}}]\n  c:\n    image: x\n    depends_on: [nope]\n    pid: service:c\n{secret}"
+        ))
+        .unwrap_err();
+        for expected in [
+            "`services.a.read_only`: the secret for `/run/secrets/pw` is written into the container, whose root file system is read-only",
+            "`services.b.secrets.0`: the target `/run/secrets/../../etc/shadow` is not a plain file path",
+            "`services.c.depends_on`: `nope` is not a service of this file",
+            "`services.c.pid`: `service:c` is the service itself",
+        ] {
+            assert!(refused.contains(expected), "{expected}\n{refused}");
+        }
+        let typed = load(&format!(
+            "services:\n  a:\n    image: x\n    read_only: true\n    tmpfs: [/run/secrets]\n    secrets: [{{source: pw, mode: \"0400\", uid: \"1000\"}}]\n    depends_on: {{debug: {{condition: service_started, required: false}}}}\n  debug:\n    image: x\n    profiles: [debug]\n{secret}"
+        ))
+        .unwrap();
+        let a = &typed.values["a"];
+        assert!(
+            a.depends_on.is_empty(),
+            "a service this node does not run is not waited for"
+        );
+        assert!(matches!(
+            a.files[0].source,
+            FileSource::Content {
+                mode: 0o400,
+                uid: 1000,
+                gid: 0,
+                ..
+            }
+        ));
     }
 }
