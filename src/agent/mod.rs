@@ -24,7 +24,7 @@ use crate::core::window::{WindowState, state_at as window_state};
 use crate::engine::Stack;
 use crate::engine::apply::{Failure, Outcome, Release};
 use crate::engine::docker::{DockerEngine, EngineError, sources};
-use crate::engine::plan::{ServiceAction, plan};
+use crate::engine::plan::{Change, ServiceAction, plan};
 use crate::engine::spec::ProjectSpec;
 use crate::engine::spec::{joined, project_spec};
 use crate::git::{ControlPlane, GitAuth, GitError, Mirror, redact_url};
@@ -966,7 +966,18 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
     async fn drift(&self, repo: &FleetRepo) -> Result<Option<String>, ReconcileError> {
         let spec = self.translate(repo).map_err(ReconcileError::Act)?;
         let observed = self.engine.observe(&spec.project).await?;
-        let plan = plan(&spec, &observed);
+        let mut plan = plan(&spec, &observed);
+        // A container an older gitfleet made is replaced with the next release, inside
+        // its window: recreating it now would restart every node's stack at once.
+        plan.actions.retain(|_, action| {
+            !matches!(
+                action,
+                ServiceAction::Recreate {
+                    change: Change::Upgrade,
+                    ..
+                }
+            )
+        });
         if plan.is_noop() {
             return Ok(None);
         }

@@ -58,6 +58,13 @@ fn diff(args: &NodeStackArgs) -> Result<u8, u8> {
                 change: Change::Configuration { keys },
                 ..
             } => ("recreate", format!("{} changed", keys.join(", "))),
+            ServiceAction::Recreate {
+                change: Change::Upgrade,
+                ..
+            } => (
+                "recreate",
+                "made by an older gitfleet, which hashed its configuration another way (with the next release)".to_string(),
+            ),
         };
         println!("  {service:width$}  {verb:8}  {why}");
         let start_first = repo.fleet.rollout.order == UpdateOrder::StartFirst;

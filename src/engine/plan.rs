@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use bollard::models::ContainerSummary;
 
 use super::spec::{
-    CONFIG_HASH_LABEL, CONFIG_PARTS_LABEL, ONEOFF_LABEL, ProjectSpec, SERVICE_LABEL, changed_keys,
+    CONFIG_HASH_LABEL, CONFIG_PARTS_LABEL, HASH_SCHEME, HASH_SCHEME_LABEL, ONEOFF_LABEL,
+    ProjectSpec, SERVICE_LABEL, changed_keys,
 };
 
 /// Suffix of the name a replaced container keeps until the new one passes the gate, so
@@ -31,6 +32,8 @@ pub struct Observed {
     pub exit_code: Option<i64>,
     /// The image reference it was created from.
     pub image: String,
+    /// Its [`HASH_SCHEME_LABEL`]: how its config hash was made.
+    pub hash_scheme: Option<String>,
 }
 
 impl Observed {
@@ -50,6 +53,7 @@ impl Observed {
                 .to_string(),
             service: labels.get(SERVICE_LABEL)?.clone(),
             config_hash: labels.get(CONFIG_HASH_LABEL).cloned(),
+            hash_scheme: labels.get(HASH_SCHEME_LABEL).cloned(),
             config_parts: labels.get(CONFIG_PARTS_LABEL).cloned(),
             running: c.state.as_ref().is_some_and(|s| s.to_string() == "running"),
             exit_code: c.status.as_deref().and_then(exit_code),
@@ -85,6 +89,9 @@ pub enum Change {
     Configuration {
         keys: Vec<&'static str>,
     },
+    /// Made by an older gitfleet, which hashed the same file another way: replaced with
+    /// the next release, and never drift ([`HASH_SCHEME_LABEL`]).
+    Upgrade,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,7 +160,12 @@ pub fn plan(spec: &ProjectSpec, observed: &[Observed]) -> Plan {
                     }
                 } else {
                     let to = service.image.to_string();
-                    let change = if o.image == to {
+                    // Made by gitfleet (its parts label) under another scheme.
+                    let older_gitfleet =
+                        o.config_parts.is_some() && o.hash_scheme.as_deref() != Some(HASH_SCHEME);
+                    let change = if o.image == to && older_gitfleet {
+                        Change::Upgrade
+                    } else if o.image == to {
                         let wanted = service
                             .create
                             .labels

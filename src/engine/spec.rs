@@ -35,6 +35,13 @@ pub const ONEOFF_LABEL: &str = "com.docker.compose.oneoff";
 /// A short hash of each part of the configuration (`Env:1a2b3c4d,HostConfig.Mounts:…`),
 /// so that a differing config-hash can say what changed (`gitfleet diff`).
 pub const CONFIG_PARTS_LABEL: &str = "dev.gitfleet.config-parts";
+/// How this gitfleet reads a service into its config hash. A container labelled with an
+/// older scheme (or none) whose hash differs, image unchanged, was made by an older
+/// gitfleet that read the same file differently: that is not drift, and it is recreated
+/// with the next release, inside its window, not at once on every node after an upgrade.
+/// Raise it with any change that moves hashes ([`crate::engine::plan::Change::Upgrade`]).
+pub const HASH_SCHEME_LABEL: &str = "dev.gitfleet.hash-scheme";
+pub const HASH_SCHEME: &str = "2";
 /// `target=<keyed digest>` of each secret written into the container
 /// ([`crate::secret::DigestKey`]).
 pub const SECRET_DIGESTS_LABEL: &str = "dev.gitfleet.secret-digests";
@@ -546,6 +553,8 @@ impl ServiceCtx<'_> {
         if let Some(labels) = create.labels.as_mut() {
             labels.insert(CONFIG_HASH_LABEL.to_string(), config_hash.clone());
             labels.insert(CONFIG_PARTS_LABEL.to_string(), parts);
+            // Outside the hash: the scheme says how the hash was made.
+            labels.insert(HASH_SCHEME_LABEL.to_string(), HASH_SCHEME.to_string());
         }
         Ok(ServiceSpec {
             service: self.name.to_string(),
@@ -1378,6 +1387,45 @@ configs:
             "the network's own MAC wins over the service's on the first network"
         );
         assert_eq!(db.start_first_blocker(), Some("it has a fixed MAC address"));
+    }
+
+    /// A container an older gitfleet made (parts label, no or another scheme) whose hash
+    /// differs, image unchanged, is an upgrade, not a configuration change (so not
+    /// drift); one of this scheme, or another tool's, is a change.
+    #[test]
+    fn an_older_gitfleets_container_is_an_upgrade_not_drift() {
+        use crate::engine::plan::{Change, Observed, ServiceAction, plan};
+        let spec = three();
+        let db = &spec.services["db"];
+        let observed = |scheme: Option<&str>, parts: Option<&str>| Observed {
+            id: "c1".into(),
+            name: db.container_name.clone(),
+            service: "db".into(),
+            config_hash: Some("an older hash".into()),
+            config_parts: parts.map(str::to_string),
+            running: true,
+            exit_code: None,
+            image: db.image.to_string(),
+            hash_scheme: scheme.map(str::to_string),
+        };
+        let change = |o: Observed| match plan(&spec, &[o]).actions.remove("db") {
+            Some(ServiceAction::Recreate { change, .. }) => change,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(change(observed(None, Some("Env:1"))), Change::Upgrade);
+        assert_eq!(change(observed(Some("1"), Some("Env:1"))), Change::Upgrade);
+        assert!(matches!(
+            change(observed(Some(HASH_SCHEME), Some("Env:1"))),
+            Change::Configuration { .. }
+        ));
+        assert!(matches!(
+            change(observed(None, None)),
+            Change::Configuration { .. }
+        ));
+        assert_eq!(
+            db.create.labels.as_ref().unwrap()[HASH_SCHEME_LABEL],
+            HASH_SCHEME
+        );
     }
 
     #[test]
