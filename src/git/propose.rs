@@ -61,12 +61,12 @@ pub fn commit_file_on_new_branch(
         uid: 0,
         gid: 0,
         file_size: contents.len() as u32,
-        id: git2::Oid::ZERO_SHA1,
+        id: repo.blob(contents).map_err(git)?,
         flags: 0,
         flags_extended: 0,
         path: relative.as_bytes().to_vec(),
     };
-    index.add_frombuffer(&entry, contents).map_err(git)?;
+    index.add(&entry).map_err(git)?;
     let tree = repo
         .find_tree(index.write_tree_to(&repo).map_err(git)?)
         .map_err(git)?;
