@@ -319,3 +319,47 @@ fn an_unknown_tag_changes_nothing_and_names_the_line() {
         "the resolvable web line is not written either"
     );
 }
+
+/// The Renovate regex manager in docs/pin.md finds every `[images]` reference of the
+/// example, both forms, with its name, tag and digest, and nothing else.
+#[test]
+fn the_documented_renovate_pattern_finds_the_images_lines() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/pin.md")).unwrap();
+    let line = doc
+        .lines()
+        .skip_while(|l| !l.contains("matchStrings"))
+        .nth(1)
+        .unwrap()
+        .trim();
+    let pattern: String = serde_json::from_str(line.trim_end_matches(',')).unwrap();
+    let re = regex::Regex::new(&pattern).unwrap();
+    let example = std::fs::read_to_string(example_repo().join("fleet.toml")).unwrap();
+    // The api line in the inline-table form.
+    let table = format!(
+        "api = {{ image = {}, follow = \"semver:^1\" }}",
+        &API["api = ".len()..]
+    );
+    let text = example.replacen(API, &table, 1);
+    let found: Vec<(String, String)> = re
+        .captures_iter(&text)
+        .map(|c| (c["depName"].to_string(), c["currentValue"].to_string()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                "registry.example.com/acme/web".to_string(),
+                "2.3.1".to_string()
+            ),
+            (
+                "registry.example.com/acme/api".to_string(),
+                "1.4.2".to_string()
+            ),
+            (
+                "registry.example.com/acme/db".to_string(),
+                "16.4".to_string()
+            ),
+        ]
+    );
+}
