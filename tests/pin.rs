@@ -363,3 +363,67 @@ fn the_documented_renovate_pattern_finds_the_images_lines() {
         ]
     );
 }
+
+/// A fleet repository of its own: `fleet_tail` after `[fleet]`, and `compose`.
+fn small_fleet(fleet_tail: &str, compose: &str) -> TempDir {
+    let dir = TempDir::new("pin-small");
+    let fleet =
+        format!("version = 1\n\n[fleet]\nname = \"pin\"\ncompose = \"compose.yaml\"\n{fleet_tail}");
+    std::fs::write(dir.path().join("fleet.toml"), fleet).unwrap();
+    std::fs::write(dir.path().join("compose.yaml"), compose).unwrap();
+    dir
+}
+
+#[test]
+fn unpinned_compose_images_join_images_and_the_result_passes_check() {
+    let images = test_images();
+    let repo = push_tags(
+        "compose",
+        &[("1.0.0", &images.healthy), ("latest", &images.healthy_v2)],
+    );
+    let compose = format!(
+        "services:\n  web:\n    image: {repo}:1.0.0\n  worker:\n    image: {repo}\n  side:\n    image: {}\n",
+        images.healthy_v2
+    );
+    let dir = small_fleet("", &compose);
+    let out = pin(dir.path(), &[]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("added from the compose file"), "{text}");
+    let fleet = read(dir.path());
+    assert!(
+        fleet.ends_with(&format!(
+            "compose = \"compose.yaml\"\n\n[images]\nweb = \"{repo}:1.0.0@{}\"\nworker = \"{repo}:latest@{}\"\n",
+            digest_of(&images.healthy),
+            digest_of(&images.healthy_v2)
+        )),
+        "the untagged image is `latest`, written out; the pinned one is left alone:\n{fleet}"
+    );
+    let check = Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", output_text(&check));
+}
+
+#[test]
+fn a_mirror_answers_when_the_registry_is_unreachable() {
+    let images = test_images();
+    let repo = push_tags("mirror", &[("1.0.0", &images.healthy)]);
+    let (registry, path) = repo.split_once('/').unwrap();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let tail = format!(
+        "\n[images]\nweb = \"{dead}/{path}:1.0.0\"\n\n[registries]\n\"{dead}\" = [\"{registry}\"]\n"
+    );
+    let dir = small_fleet(&tail, "services:\n  web:\n    image: x\n");
+    let out = pin(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(
+        read(dir.path()).contains(&format!(
+            "web = \"{dead}/{path}:1.0.0@{}\"",
+            digest_of(&images.healthy)
+        )),
+        "the reference keeps the registry as written; the mirror only answered"
+    );
+}

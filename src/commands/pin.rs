@@ -233,15 +233,17 @@ async fn resolve(
                 format!("{origin}: no tag of {} satisfies `follow = \"{policy}\"` ({} tags)\n  = help: loosen the policy or push a matching tag", image.name(), tags.len())
             })?
         }
-        _ => match &image.tag {
-            Some(tag) => tag.clone(),
-            None => {
+        _ => match (&image.tag, &image.digest) {
+            (Some(tag), _) => tag.clone(),
+            (None, Some(_)) => {
                 println!(
                     "{service}: pinned by digest only; write its tag too ({}:<tag>@sha256:…) for pin to keep it fresh",
                     image.name()
                 );
                 return Ok(None);
             }
+            // No tag is `latest`, as Docker reads it; pin writes it out.
+            (None, None) => "latest".to_string(),
         },
     };
     let resolved = registry.resolve(image, &tag).await.map_err(fail)?;
