@@ -427,3 +427,91 @@ fn a_mirror_answers_when_the_registry_is_unreachable() {
         "the reference keeps the registry as written; the mirror only answered"
     );
 }
+
+/// tests/fixtures/token-registry.py in front of the test registry: Bearer token auth.
+struct TokenRegistry(std::process::Child, u16);
+
+impl TokenRegistry {
+    fn start(dir: &Path, password: &str) -> Self {
+        let port_file = dir.join("port");
+        let child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/token-registry.py"
+            ))
+            .arg(std::env::var("GITFLEET_TEST_REGISTRY").unwrap())
+            .args(["op", password])
+            .arg(&port_file)
+            .spawn()
+            .expect("python3");
+        let port = (0..100)
+            .find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                std::fs::read_to_string(&port_file).ok()?.parse().ok()
+            })
+            .expect("the token registry writes its port");
+        TokenRegistry(child, port)
+    }
+}
+
+impl Drop for TokenRegistry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `pin` with `DOCKER_CONFIG` holding what `docker login 127.0.0.1:<port>` would store.
+fn pin_logged_in(dir: &Path, port: u16, password: &str) -> Output {
+    use base64::Engine as _;
+    let config = dir.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("op:{password}"));
+    let json = format!(r#"{{"auths": {{"127.0.0.1:{port}": {{"auth": "{auth}"}}}}}}"#);
+    std::fs::write(config.join("config.json"), json).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_gitfleet"))
+        .args(["pin", "--update"])
+        .arg(dir)
+        .env("DOCKER_CONFIG", &config)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn token_auth_uses_the_credentials_docker_login_stored() {
+    let images = test_images();
+    let repo = push_tags(
+        "auth",
+        &[("1.0.0", &images.healthy), ("1.1.0", &images.healthy_v2)],
+    );
+    let path = repo.split_once('/').unwrap().1;
+    let server_dir = TempDir::new("pin-token");
+    let server = TokenRegistry::start(server_dir.path(), "s3cret");
+    let image = format!("127.0.0.1:{}/{path}", server.1);
+    let tail =
+        format!("\n[images]\nweb = {{ image = \"{image}:1.0.0\", follow = \"semver:^1\" }}\n");
+    let dir = small_fleet(&tail, "services:\n  web:\n    image: x\n");
+
+    let refused = pin_logged_in(dir.path(), server.1, "wrong");
+    let text = output_text(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("refused the credentials") && text.contains("docker login"),
+        "{text}"
+    );
+    assert!(
+        read(dir.path()).contains(&format!("\"{image}:1.0.0\"")),
+        "nothing written"
+    );
+
+    let out = pin_logged_in(dir.path(), server.1, "s3cret");
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    assert!(
+        read(dir.path()).contains(&format!(
+            "\"{image}:1.1.0@{}\"",
+            digest_of(&images.healthy_v2)
+        )),
+        "the tag list and the manifest came through the token: {}",
+        read(dir.path())
+    );
+}

@@ -295,8 +295,13 @@ impl Registry {
             .send(&url, "application/json", credential.as_deref())
             .await?;
         if !status.is_success() {
+            let stored = if credential.is_some() {
+                "with the credentials stored for it"
+            } else {
+                "to an anonymous request (the Docker config has no credentials for it)"
+            };
             return Err(unauthorized(format!(
-                "its token service {} answered {status}",
+                "its token service {} answered {status} {stored}",
                 bearer.realm
             )));
         }
