@@ -418,7 +418,14 @@ fn a_mirror_answers_when_the_registry_is_unreachable() {
     );
     let dir = small_fleet(&tail, "services:\n  web:\n    image: x\n");
     let out = pin(dir.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!(
+            "web: the registry failed; its mirror {registry} answered"
+        )),
+        "{text}"
+    );
     assert!(
         read(dir.path()).contains(&format!(
             "web = \"{dead}/{path}:1.0.0@{}\"",

@@ -247,6 +247,12 @@ async fn resolve(
         },
     };
     let resolved = registry.resolve(image, &tag).await.map_err(fail)?;
+    if resolved.host != image.api_host() {
+        println!(
+            "{service}: the registry failed; its mirror {} answered",
+            resolved.host
+        );
+    }
     let new = image.pinned(Some(&tag), &resolved.digest);
     if old.as_deref() == Some(new.as_str()) {
         let arch = if resolved.multi_arch {

@@ -291,6 +291,12 @@ impl Registry {
             encode(bearer.scope.as_deref().unwrap_or(scope))
         ));
         let credential = basic.map(|b| format!("Basic {b}"));
+        if credential.is_some() && !self.may_send_credentials(&bearer.realm) {
+            return Err(unauthorized(format!(
+                "its token service {} is plain HTTP; gitfleet does not send credentials there (name the host with --insecure-registry if that is intended)",
+                bearer.realm
+            )));
+        }
         let (status, _, body) = self
             .send(&url, "application/json", credential.as_deref())
             .await?;
@@ -371,6 +377,14 @@ impl Registry {
             })?
             .to_bytes();
         Ok((parts.status, parts.headers, body))
+    }
+
+    /// Credentials travel in the clear only to a host this client speaks HTTP to anyway.
+    fn may_send_credentials(&self, realm: &str) -> bool {
+        match realm.strip_prefix("http://") {
+            None => true,
+            Some(rest) => self.scheme(rest.split('/').next().unwrap_or(rest)) == "http",
+        }
     }
 
     /// Plain HTTP for loopback hosts (as Docker allows) and for the ones named insecure.
@@ -576,6 +590,9 @@ mod tests {
         assert_eq!(r.scheme("localhost:5000"), "http");
         assert_eq!(r.scheme("lan:5000"), "http");
         assert_eq!(r.scheme("registry-1.docker.io"), "https");
+        assert!(r.may_send_credentials("https://auth.docker.io/token"));
+        assert!(r.may_send_credentials("http://127.0.0.1:5000/token"));
+        assert!(!r.may_send_credentials("http://auth.example.com/token"));
     }
 
     #[test]
