@@ -522,3 +522,46 @@ fn token_auth_uses_the_credentials_docker_login_stored() {
         read(dir.path())
     );
 }
+
+#[test]
+fn commit_outside_a_git_repository_changes_nothing() {
+    let images = test_images();
+    let repo = push_tags("nogit", &[("1.0.0", &images.healthy)]);
+    let dir = small_fleet(
+        &format!("\n[images]\nweb = \"{repo}:1.0.0\"\n"),
+        "services:\n  web:\n    image: x\n",
+    );
+    let before = read(dir.path());
+    let out = pin(dir.path(), &["--commit"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("is not in a Git repository") && text.contains("fleet.toml is unchanged"),
+        "{text}"
+    );
+    assert_eq!(read(dir.path()), before);
+}
+
+/// The scheduled job in docs/pin.md is a workflow GitHub can read, running the commands
+/// this page documents.
+#[test]
+fn the_documented_github_actions_job_parses_and_proposes_the_change() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/pin.md")).unwrap();
+    let start = doc.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let workflow = &doc[start..start + doc[start..].find("```").unwrap()];
+    let yaml: serde_yaml::Value = serde_yaml::from_str(workflow).expect("the workflow is YAML");
+    assert!(
+        yaml["on"]["schedule"][0]["cron"].as_str().is_some(),
+        "{workflow}"
+    );
+    let steps = yaml["jobs"]["pin"]["steps"].as_sequence().unwrap();
+    let runs: String = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    for command in [
+        "gitfleet pin --check --update",
+        "gitfleet pin --update --commit",
+        "gh pr create",
+    ] {
+        assert!(runs.contains(command), "{command} missing from the job");
+    }
+}
