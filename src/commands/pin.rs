@@ -45,7 +45,43 @@ fn pin(args: &PinArgs) -> Result<u8, Vec<String>> {
     let path = args.dir.join(FLEET_TOML);
     let text = std::fs::read_to_string(&path)
         .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-    let inputs = plan::read_inputs(FLEET_TOML, &text).map_err(|e| vec![e])?;
+    let (inputs, targets) = read_targets(&args.dir, &text)?;
+    let credentials = Credentials::from_docker_config().map_err(|e| vec![e])?;
+    let registry = Registry::new(credentials, inputs.mirrors, args.insecure_registry.clone());
+    let rt = runtime().map_err(|_| vec!["cannot start the async runtime".to_string()])?;
+    let (mut changes, mut errors) = (Vec::new(), Vec::new());
+    for target in &targets {
+        match rt.block_on(resolve(&registry, target, args.update)) {
+            Ok(Some(change)) => changes.push(change),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if changes.is_empty() {
+        println!("{FLEET_TOML} is up to date");
+        return Ok(exit::OK);
+    }
+    for change in &changes {
+        println!("{}", plan::describe(change));
+    }
+    if args.check {
+        println!(
+            "{} image(s) unpinned or stale; run `gitfleet pin{}` to rewrite {FLEET_TOML}",
+            changes.len(),
+            if args.update { " --update" } else { "" }
+        );
+        return Ok(exit::FAILED);
+    }
+    write_out(args, &path, &text, &changes)
+}
+
+/// What to resolve: every `[images]` entry and unpinned compose image, or every reason
+/// one cannot be.
+fn read_targets(dir: &Path, text: &str) -> Result<(plan::PinInputs, Vec<Target>), Vec<String>> {
+    let inputs = plan::read_inputs(FLEET_TOML, text).map_err(|e| vec![e])?;
     let (mut targets, mut errors) = (Vec::new(), Vec::new());
     for entry in &inputs.entries {
         let origin = format!("{FLEET_TOML}:{}: `images.{}`", entry.line, entry.service);
@@ -74,50 +110,28 @@ fn pin(args: &PinArgs) -> Result<u8, Vec<String>> {
             (image, follow) => errors.extend(image.err().into_iter().chain(follow.err())),
         }
     }
-    compose_targets(&args.dir, &inputs, &mut targets, &mut errors);
-    if !errors.is_empty() {
-        return Err(errors);
+    compose_targets(dir, &inputs, &mut targets, &mut errors);
+    if errors.is_empty() {
+        Ok((inputs, targets))
+    } else {
+        Err(errors)
     }
-    let credentials = Credentials::from_docker_config().map_err(|e| vec![e])?;
-    let registry = Registry::new(
-        credentials,
-        inputs.mirrors.clone(),
-        args.insecure_registry.clone(),
-    );
-    let rt = runtime().map_err(|_| vec!["cannot start the async runtime".to_string()])?;
-    let mut changes = Vec::new();
-    for target in &targets {
-        match rt.block_on(resolve(&registry, target, args.update)) {
-            Ok(Some(change)) => changes.push(change),
-            Ok(None) => {}
-            Err(e) => errors.push(e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    if changes.is_empty() {
-        println!("{FLEET_TOML} is up to date");
-        return Ok(exit::OK);
-    }
-    for change in &changes {
-        println!("{}", plan::describe(change));
-    }
-    if args.check {
-        println!(
-            "{} image(s) unpinned or stale; run `gitfleet pin{}` to rewrite {FLEET_TOML}",
-            changes.len(),
-            if args.update { " --update" } else { "" }
-        );
-        return Ok(exit::FAILED);
-    }
-    let new_text =
-        plan::rewrite(&text, &changes).map_err(|e| vec![format!("{FLEET_TOML}: {e}")])?;
+}
+
+/// The rewrite, printed as a diff (`--dry-run`), or written and maybe committed; a failed
+/// commit puts the old file back.
+fn write_out(
+    args: &PinArgs,
+    path: &Path,
+    text: &str,
+    changes: &[Change],
+) -> Result<u8, Vec<String>> {
+    let new_text = plan::rewrite(text, changes).map_err(|e| vec![format!("{FLEET_TOML}: {e}")])?;
     if args.dry_run {
-        print!("{}", plan::diff(FLEET_TOML, &text, &new_text));
+        print!("{}", plan::diff(FLEET_TOML, text, &new_text));
         return Ok(exit::OK);
     }
-    write_atomic(&path, &new_text).map_err(|e| vec![e])?;
+    write_atomic(path, &new_text).map_err(|e| vec![e])?;
     if args.commit {
         let branch = args.branch.clone().unwrap_or_else(|| {
             format!(
@@ -125,7 +139,7 @@ fn pin(args: &PinArgs) -> Result<u8, Vec<String>> {
                 &hex(&Sha256::digest(new_text.as_bytes()))[..12]
             )
         });
-        let message = plan::commit_message(&changes);
+        let message = plan::commit_message(changes);
         match commit_file_on_new_branch(
             &args.dir,
             Path::new(FLEET_TOML),
@@ -136,7 +150,7 @@ fn pin(args: &PinArgs) -> Result<u8, Vec<String>> {
             Ok(id) => println!("committed {id} on new branch {branch}"),
             Err(e) => {
                 // All or nothing: the rewrite goes too.
-                write_atomic(&path, &text).map_err(|e2| vec![e.clone(), e2])?;
+                write_atomic(path, text).map_err(|e2| vec![e.clone(), e2])?;
                 return Err(vec![e]);
             }
         }
