@@ -468,10 +468,17 @@ fn encode(value: &str) -> String {
 }
 
 /// The next page of a `Link: </v2/…?last=x&n=…>; rel="next"` header.
+/// An absolute link is taken as its path: the next page comes from the same host.
 fn next_link(link: &str) -> Option<String> {
-    link.split(',')
+    let target = link
+        .split(',')
         .find(|part| part.contains("rel=\"next\""))
-        .and_then(|part| Some(part.split_once('<')?.1.split_once('>')?.0.to_string()))
+        .and_then(|part| part.split_once('<')?.1.split_once('>'))?
+        .0;
+    match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map(|i| rest[i..].to_string()),
+        None => Some(target.to_string()),
+    }
 }
 
 /// Registry credentials `docker login` stored: the `auths` of `config.json`
@@ -575,6 +582,10 @@ mod tests {
         assert_eq!(
             next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
             Some("/v2/a/tags/list?last=b&n=2")
+        );
+        assert_eq!(
+            next_link(r#"<https://r.example/v2/a/tags/list?last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=b")
         );
         assert_eq!(next_link(r#"</x>; rel="prev""#), None);
     }
