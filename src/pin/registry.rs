@@ -177,12 +177,9 @@ impl Registry {
         Fut: Future<Output = Result<T, RegistryError>>,
     {
         let mut hosts = vec![image.api_host().to_string()];
-        let key = if image.is_docker_hub() {
-            DOCKER_HUB
-        } else {
-            image.registry.as_str()
-        };
-        hosts.extend(self.mirrors.get(key).into_iter().flatten().cloned());
+        // Keyed as the nodes key them: the host as written, `docker.io` when none is.
+        let mirrors = self.mirrors.get(&image.registry);
+        hosts.extend(mirrors.into_iter().flatten().cloned());
         let mut first: Option<RegistryError> = None;
         let mut tried = Vec::new();
         for host in hosts {
