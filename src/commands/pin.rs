@@ -15,7 +15,7 @@ use crate::git::propose::commit_file_on_new_branch;
 use crate::pin::plan::{self, Change};
 use crate::pin::policy::{FOLLOW_HELP, FollowPolicy};
 use crate::pin::reference::ImageRef;
-use crate::pin::registry::{Credentials, Registry, RegistryError};
+use crate::pin::registry::{Credentials, ImageRegistry, Registry, RegistryError};
 
 /// One image to resolve, with where it was written (for messages).
 struct Target {
@@ -214,7 +214,7 @@ fn compose_targets(
 /// The change `target` needs, if any: its tag (or, with `update`, its policy's newest
 /// tag) resolved to the digest the registry serves.
 async fn resolve(
-    registry: &Registry,
+    registry: &impl ImageRegistry,
     target: &Target,
     update: bool,
 ) -> Result<Option<Change>, String> {
@@ -294,4 +294,161 @@ fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::pin::registry::Resolved;
+
+    /// Tags and their digests; `None` as the map: the registry is unreachable.
+    struct FakeRegistry(Option<BTreeMap<&'static str, &'static str>>);
+
+    const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn unreachable(image: &ImageRef) -> RegistryError {
+        RegistryError::Unreachable {
+            host: image.api_host().to_string(),
+            why: "connection refused".to_string(),
+        }
+    }
+
+    impl ImageRegistry for FakeRegistry {
+        async fn resolve(&self, image: &ImageRef, tag: &str) -> Result<Resolved, RegistryError> {
+            let tags = self.0.as_ref().ok_or_else(|| unreachable(image))?;
+            let digest = tags.get(tag).ok_or_else(|| RegistryError::NotFound {
+                host: image.api_host().to_string(),
+                what: format!("tag `{tag}` of {}", image.name()),
+            })?;
+            Ok(Resolved {
+                digest: digest.to_string(),
+                multi_arch: tag == "multi",
+                host: image.api_host().to_string(),
+            })
+        }
+
+        async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+            let tags = self.0.as_ref().ok_or_else(|| unreachable(image))?;
+            Ok(tags.keys().map(|t| t.to_string()).collect())
+        }
+    }
+
+    fn registry() -> FakeRegistry {
+        FakeRegistry(Some(BTreeMap::from([
+            ("1.0.0", A),
+            ("1.1.0", B),
+            ("2.0.0", A),
+            ("latest", B),
+            ("multi", A),
+        ])))
+    }
+
+    fn target(image: &str, follow: Option<&str>) -> Target {
+        Target {
+            service: "web".to_string(),
+            origin: "fleet.toml:9: `images.web`".to_string(),
+            image: ImageRef::parse(image).unwrap(),
+            follow: follow.map(|f| FollowPolicy::parse(f).unwrap()),
+            old: Some(image.to_string()),
+        }
+    }
+
+    fn run(
+        registry: &FakeRegistry,
+        target: &Target,
+        update: bool,
+    ) -> Result<Option<Change>, String> {
+        runtime()
+            .unwrap()
+            .block_on(resolve(registry, target, update))
+    }
+
+    #[test]
+    fn a_tag_is_pinned_and_a_current_pin_is_left_alone() {
+        let change = run(&registry(), &target("r.example/web:1.0.0", None), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(change.new, format!("r.example/web:1.0.0@{A}"));
+        let current = format!("r.example/web:1.0.0@{A}");
+        assert_eq!(run(&registry(), &target(&current, None), false), Ok(None));
+        let stale = format!("r.example/web:1.1.0@{A}");
+        assert_eq!(
+            run(&registry(), &target(&stale, None), false)
+                .unwrap()
+                .unwrap()
+                .digest,
+            B
+        );
+    }
+
+    #[test]
+    fn a_policy_moves_only_with_update() {
+        let t = target(&format!("r.example/web:1.0.0@{A}"), Some("semver:^1"));
+        assert_eq!(run(&registry(), &t, false), Ok(None));
+        let change = run(&registry(), &t, true).unwrap().unwrap();
+        assert_eq!(
+            (change.old_tag.as_deref(), change.new_tag.as_deref()),
+            (Some("1.0.0"), Some("1.1.0"))
+        );
+        assert_eq!(change.new, format!("r.example/web:1.1.0@{B}"));
+    }
+
+    #[test]
+    fn a_policy_no_tag_satisfies_is_an_error_naming_the_line() {
+        let e = run(
+            &registry(),
+            &target("r.example/web:1.0.0", Some("semver:~9")),
+            true,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("fleet.toml:9: `images.web`: no tag of r.example/web satisfies `follow = \"semver:~9\"` (5 tags)"), "{e}");
+    }
+
+    #[test]
+    fn untagged_is_latest_and_digest_only_is_left_alone() {
+        assert_eq!(
+            run(&registry(), &target("r.example/web", None), false)
+                .unwrap()
+                .unwrap()
+                .new,
+            format!("r.example/web:latest@{B}")
+        );
+        assert_eq!(
+            run(
+                &registry(),
+                &target(&format!("r.example/web@{A}"), None),
+                false
+            ),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn registry_failures_name_the_line_and_the_fix() {
+        let e = run(&registry(), &target("r.example/web:9.9.9", None), false).unwrap_err();
+        assert!(e.contains("fleet.toml:9: `images.web`: tag `9.9.9` of r.example/web is not in registry r.example") && e.contains("help: correct the tag"), "{e}");
+        let e = run(
+            &FakeRegistry(None),
+            &target("r.example/web:1.0.0", Some("semver:^1")),
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("is unreachable: connection refused") && e.contains("[registries]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_multi_arch_tag_is_marked() {
+        assert!(
+            run(&registry(), &target("r.example/web:multi", None), false)
+                .unwrap()
+                .unwrap()
+                .multi_arch
+        );
+    }
 }

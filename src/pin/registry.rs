@@ -63,6 +63,20 @@ impl RegistryError {
     }
 }
 
+/// What `pin` asks of a registry; [`Registry`] is the real one (tests of the command's
+/// decisions use a fake).
+pub trait ImageRegistry {
+    /// The digest `image:tag` resolves to.
+    fn resolve(
+        &self,
+        image: &ImageRef,
+        tag: &str,
+    ) -> impl Future<Output = Result<Resolved, RegistryError>>;
+
+    /// Every tag of the image's repository.
+    fn tags(&self, image: &ImageRef) -> impl Future<Output = Result<Vec<String>, RegistryError>>;
+}
+
 /// The client: one per command run; tokens are cached per host and scope.
 pub struct Registry {
     client: Client<hyper_tls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
@@ -89,8 +103,7 @@ impl Registry {
         }
     }
 
-    /// The digest `image:tag` resolves to.
-    pub async fn resolve(&self, image: &ImageRef, tag: &str) -> Result<Resolved, RegistryError> {
+    async fn resolve_tag(&self, image: &ImageRef, tag: &str) -> Result<Resolved, RegistryError> {
         let path = format!("/v2/{}/manifests/{tag}", image.repository());
         self.each_host(image, |host| {
             let path = path.clone();
@@ -137,8 +150,8 @@ impl Registry {
         .await
     }
 
-    /// Every tag of the image's repository (following `Link` pagination).
-    pub async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
+    /// Every tag, following `Link` pagination.
+    async fn list_tags(&self, image: &ImageRef) -> Result<Vec<String>, RegistryError> {
         self.each_host(image, |host| async move {
             let mut tags = Vec::new();
             let mut path = format!("/v2/{}/tags/list?n=1000", image.repository());
@@ -397,6 +410,20 @@ impl Registry {
         } else {
             "https"
         }
+    }
+}
+
+impl ImageRegistry for Registry {
+    fn resolve(
+        &self,
+        image: &ImageRef,
+        tag: &str,
+    ) -> impl Future<Output = Result<Resolved, RegistryError>> {
+        self.resolve_tag(image, tag)
+    }
+
+    fn tags(&self, image: &ImageRef) -> impl Future<Output = Result<Vec<String>, RegistryError>> {
+        self.list_tags(image)
     }
 }
 
