@@ -21,6 +21,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("allowed_signers", allowed_signers),
     ("known_hosts", known_hosts),
     ("webhook", webhook),
+    ("pin", pin),
 ];
 
 /// A fleet repository in memory (also used by tests/never_panics.rs).
@@ -107,4 +108,38 @@ pub fn webhook(data: &[u8]) {
     let header = text(&data[..split]);
     let body = data.get(split + 1..).unwrap_or_default();
     let _ = gitfleet::listener::signature_valid(b"secret", body, &header);
+}
+
+/// fleet.toml as `gitfleet pin` reads and rewrites it: every entry's reference and policy
+/// parsed, and each image rewritten.
+pub fn pin(data: &[u8]) {
+    use gitfleet::pin::{plan, policy::FollowPolicy, reference::ImageRef};
+    let text = text(data);
+    let _ = ImageRef::parse(&text);
+    let tags: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+    if let Ok(policy) = FollowPolicy::parse(&text) {
+        let _ = policy.newest(&tags);
+    }
+    let Ok(inputs) = plan::read_inputs("fleet.toml", &text) else {
+        return;
+    };
+    let mut changes = Vec::new();
+    for entry in &inputs.entries {
+        let _ = entry.follow.as_deref().map(FollowPolicy::parse);
+        if let Ok(image) = ImageRef::parse(&entry.image) {
+            changes.push(plan::Change {
+                service: entry.service.clone(),
+                old: Some(entry.image.clone()),
+                new: image.pinned(image.tag.as_deref(), "sha256:0"),
+                old_tag: image.tag.clone(),
+                new_tag: image.tag.clone(),
+                digest: "sha256:0".to_string(),
+                multi_arch: false,
+            });
+        }
+    }
+    if let Ok(new) = plan::rewrite(&text, &changes) {
+        let _ = plan::diff("fleet.toml", &text, &new);
+        let _ = plan::commit_message(&changes);
+    }
 }

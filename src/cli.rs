@@ -93,6 +93,46 @@ pub enum Command {
     /// every batch with its nodes. Exit codes: 0 no node failed and the rollout is not
     /// halted, 1 it is halted or a node failed, 2 usage error or unreachable repository.
     Status(StatusArgs),
+
+    /// Resolve the tags in fleet.toml's [images] (and unpinned compose images) to the
+    /// digests their registries serve, and rewrite fleet.toml in place, comments kept.
+    ///
+    /// With --update, images with a `follow` policy move to the newest tag it allows.
+    /// Exit codes: 0 done (or nothing to do), 1 --check found something unpinned or
+    /// stale, 2 error (bad fleet.toml, unreachable registry, unknown tag): nothing written.
+    Pin(PinArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PinArgs {
+    /// The fleet repository's root (where fleet.toml is).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Also move images with a `follow` policy to the newest tag the policy allows.
+    #[arg(long)]
+    pub update: bool,
+
+    /// Change nothing; exit 1 when something is unpinned or stale (for CI).
+    #[arg(long, conflicts_with_all = ["dry_run", "commit"])]
+    pub check: bool,
+
+    /// Change nothing; print the diff fleet.toml would get.
+    #[arg(long, conflicts_with = "commit")]
+    pub dry_run: bool,
+
+    /// Commit the rewrite on a new branch (checked out) for review; see --branch.
+    #[arg(long)]
+    pub commit: bool,
+
+    /// The new branch for --commit; default `gitfleet/pin-<first 12 hex of the new
+    /// fleet.toml's sha256>`, so the same proposal gets the same branch.
+    #[arg(long, value_name = "NAME", requires = "commit")]
+    pub branch: Option<String>,
+
+    /// A registry host (host:port) spoken to over plain HTTP; loopback ones always are.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
 }
 
 /// Which fleet repository and branch, and how to authenticate to it.

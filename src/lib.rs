@@ -16,6 +16,7 @@ pub mod hmac;
 pub mod listener;
 pub mod metrics;
 pub mod notify;
+pub mod pin;
 pub mod secret;
 pub mod state;
 pub mod trust;

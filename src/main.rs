@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => commands::agent::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Status(args) => commands::status::run(args),
+        Command::Pin(args) => commands::pin::run(args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "gitfleet", &mut std::io::stdout());

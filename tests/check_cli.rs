@@ -157,6 +157,26 @@ const VARIANTS: &[Variant] = &[
         at: None,
     },
     Variant {
+        name: "a follow policy that does not parse",
+        file: "fleet.toml",
+        from: API_PIN,
+        to: "api = { image = \"registry.example.com/acme/api:1.4.2@sha256:e9041ef829ded36a52d5ef57ac67a8c78983cb14e5e23ee0ba21f149b23c548a\", follow = \"semver:~1.x.y\" }",
+        expect: &[
+            "`images.api.follow`",
+            "semver requirement",
+            "help: use follow = \"semver:",
+        ],
+        at: None,
+    },
+    Variant {
+        name: "an image table with a misspelt key",
+        file: "fleet.toml",
+        from: API_PIN,
+        to: "api = { image = \"registry.example.com/acme/api:1.4.2@sha256:e9041ef829ded36a52d5ef57ac67a8c78983cb14e5e23ee0ba21f149b23c548a\", folow = \"semver:^1\" }",
+        expect: &["unknown key `images.api.folow`", "did you mean `follow`?"],
+        at: None,
+    },
+    Variant {
         name: "short digest",
         file: "fleet.toml",
         from: "e9041ef829ded36a52d5ef57ac67a8c78983cb14e5e23ee0ba21f149b23c548a",
@@ -428,6 +448,24 @@ fn every_broken_variant_exits_1_naming_key_and_line() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+#[test]
+fn an_image_with_a_follow_policy_is_valid() {
+    let dir = TempDir::new("check-follow");
+    copy_tree(&example_repo(), dir.path());
+    let path = dir.path().join("fleet.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (_, reference) = API_PIN.split_once(" = ").unwrap();
+    let table = format!("api = {{ image = {reference}, follow = \"semver:~1.4\" }}");
+    std::fs::write(&path, text.replacen(API_PIN, &table, 1)).unwrap();
+    let out = check(dir.path(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

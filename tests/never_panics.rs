@@ -179,4 +179,18 @@ proptest! {
     fn reading_arbitrary_status_records_never_panics(text in "\\PC{0,300}") {
         let _ = StatusRecord::from_toml(&text);
     }
+
+    #[test]
+    fn pin_reading_and_rewriting_mutated_images_never_panics(
+        cut in 0usize..PIN_FLEET.len(),
+        insert in "[\\[\\]{}=\"a-z0-9 .:@/\\n^~*-]{0,12}",
+    ) {
+        let mut text = PIN_FLEET.to_string();
+        text.insert_str(cut, &insert);
+        entry::pin(text.as_bytes());
+    }
 }
+
+/// fleet.toml with both `[images]` forms, for the `pin` properties (ASCII: any cut is a
+/// char boundary).
+const PIN_FLEET: &str = "version = 1\n[fleet]\ncompose = \"c.yaml\"\n[images]\nweb = \"r.example:5000/web:2.3.1\" # c\napi = { image = \"api:1.0.0@sha256:0000000000000000000000000000000000000000000000000000000000000000\", follow = \"semver:~1.0\" }\n[registries]\n\"r.example:5000\" = [\"m.example\"]\n";

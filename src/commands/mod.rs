@@ -5,6 +5,7 @@ pub mod agent_config;
 pub mod apply;
 pub mod check;
 pub mod diff;
+pub mod pin;
 pub mod plan;
 pub(crate) mod remote;
 pub mod status;

@@ -10,6 +10,8 @@ use super::fleet::{
 };
 use super::toml_reader::{Located, TableReader};
 use crate::config::schedule::parse_schedule;
+use crate::pin::policy::{FOLLOW_HELP, FollowPolicy};
+use toml::de::DeValue;
 
 /// Byte spans of the keys read, by dotted key path, so later checks (the policy, the
 /// compose cross-checks) can point at the line that set a value.
@@ -57,6 +59,7 @@ const BATCH_KEYS: &[&str] = &["nodes", "window", "profiles"];
 const NODE_KEYS: &[&str] = &["timezone", "weight", "hold", "key", "profiles"];
 const HEALTH_KEYS: &[&str] = &["http", "tcp", "command"];
 const NOTIFY_KEYS: &[&str] = &["url_env", "format", "events"];
+const IMAGE_KEYS: &[&str] = &["image", "follow"];
 
 /// Reads the root table of fleet.toml. Returns the fleet when it is usable enough for
 /// the cross-checks that follow (they may still add diagnostics).
@@ -296,23 +299,62 @@ fn read_images(
     diags: &mut Diagnostics,
 ) -> BTreeMap<String, PinnedImage> {
     let mut images = BTreeMap::new();
-    for (service, _, _) in t.entries() {
-        let Some(reference) = t.string(service, &format!("\"{}\"", pinned_example(service)), diags)
-        else {
+    for (service, _, value) in t.entries() {
+        let example = format!("\"{}\"", pinned_example(service));
+        // `web = { image = "…", follow = "semver:^2" }`: the image, plus the version
+        // policy `gitfleet pin --update` follows (docs/pin.md).
+        let entry;
+        let (reader, key) = match value.get_ref() {
+            DeValue::Table(_) => {
+                let Some(table) = t.table(service, diags) else {
+                    continue;
+                };
+                entry = table;
+                entry.deny_unknown(IMAGE_KEYS, diags);
+                read_follow(&entry, diags);
+                if !entry.contains("image") {
+                    diags.push(entry.missing("image", &example));
+                }
+                (&entry, "image")
+            }
+            _ => (t, service),
+        };
+        let Some(reference) = reader.string(key, &example, diags) else {
             continue;
         };
-        spans.record(&reference);
+        spans.record(&Located {
+            key: t.key_path(service),
+            ..reference.clone()
+        });
         match PinnedImage::parse(&reference.value) {
             Ok(image) => {
                 images.insert(service.to_string(), image);
             }
             Err(why) => diags.push(
-                t.error(service, reference.span, format!("image `{}` for service `{service}` {why}", reference.value))
-                    .help(format!("pin the image by its digest, e.g. {service} = \"{}\" (`docker inspect --format '{{{{index .RepoDigests 0}}}}' <image>` shows it after a push or pull)", pinned_example(service))),
+                reader.error(key, reference.span, format!("image `{}` for service `{service}` {why}", reference.value))
+                    .help(format!("pin the image by its digest, e.g. {service} = \"{}\" (`gitfleet pin` resolves the tag and writes it; `docker inspect --format '{{{{index .RepoDigests 0}}}}' <image>` shows it after a push or pull)", pinned_example(service))),
             ),
         }
     }
     images
+}
+
+/// Checks an image's `follow` policy, so `check` refuses one `pin` could not follow.
+fn read_follow(entry: &TableReader, diags: &mut Diagnostics) {
+    let Some(follow) = entry.string("follow", "\"semver:^2\"", diags) else {
+        return;
+    };
+    if let Err(why) = FollowPolicy::parse(&follow.value) {
+        diags.push(
+            entry
+                .error(
+                    "follow",
+                    follow.span,
+                    format!("`{}` = \"{}\" {why}", follow.key, follow.value),
+                )
+                .help(FOLLOW_HELP),
+        );
+    }
 }
 
 /// The `[windows.*]` sections: valid ones, plus the names of invalid ones (already

@@ -6,6 +6,7 @@
 
 mod auth;
 pub mod known_hosts;
+pub mod propose;
 
 pub use auth::{GitAuth, redact_url};
 
