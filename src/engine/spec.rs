@@ -146,8 +146,8 @@ fn host_path(host_dir: &Path, relative: &str) -> PathBuf {
 }
 
 /// A reference of the compose file the engine cannot be given, by service. The model
-/// (`config::compose::values`) already refused every such file; these are defence in
-/// depth, and the reading of `env_file`s, which goes through the repository.
+/// (`config::compose::values`) already refused every such file, and `gitfleet check` runs
+/// this translation as its backstop: these are defence in depth.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecError {
     pub service: String,

@@ -398,6 +398,11 @@ pub fn load_files(
         return None;
     };
     check_subset(&ctx, top, diags);
+    let per_node = if fleet_view {
+        variable_paths(&value, "")
+    } else {
+        Vec::new()
+    };
     interpolate_values(&ctx, &mut value, "", vars, diags);
     if diags.len() > before {
         return None;
@@ -423,8 +428,8 @@ pub fn load_files(
             return None;
         }
     };
-    let declared = Declared::of(&compose, &configs, &inactive, vars);
-    // For the whole fleet, values that take per-node variables are the nodes' to judge.
+    let declared = Declared::of(&compose, &configs, &inactive, vars, fleet_view);
+    // For the whole fleet, a value written with a variable is each node's to judge.
     let mut value_diags = Diagnostics::default();
     let values = type_values(
         &ctx,
@@ -434,8 +439,15 @@ pub fn load_files(
         &extras,
         &mut value_diags,
     );
-    if !fleet_view {
-        diags.extend(value_diags);
+    for d in value_diags.iter() {
+        let within =
+            |outer: &str, inner: &str| inner == outer || inner.starts_with(&format!("{outer}."));
+        let of_a_node = per_node
+            .iter()
+            .any(|p| within(p, &d.key) || within(&d.key, p));
+        if !of_a_node {
+            diags.push(d.clone());
+        }
     }
     (diags.len() == before).then(|| ComposeStack {
         file: paths.first().cloned().unwrap_or_default(),
@@ -968,6 +980,24 @@ fn interpolate_values(
         }
         Value::Tagged(tagged) => interpolate_values(ctx, &mut tagged.value, path, vars, diags),
         _ => {}
+    }
+}
+
+/// The dotted paths of the string values that use a variable (`$`), under `path`.
+fn variable_paths(value: &Value, path: &str) -> Vec<String> {
+    match value {
+        Value::String(s) if s.contains('$') => vec![path.to_string()],
+        Value::Sequence(items) => items
+            .iter()
+            .enumerate()
+            .flat_map(|(i, item)| variable_paths(item, &join(path, &i.to_string())))
+            .collect(),
+        Value::Mapping(map) => map
+            .iter()
+            .flat_map(|(k, v)| variable_paths(v, &join(path, &key_str(k))))
+            .collect(),
+        Value::Tagged(tagged) => variable_paths(&tagged.value, path),
+        _ => Vec::new(),
     }
 }
 
@@ -1609,6 +1639,30 @@ mod tests {
             &mut diags,
         );
         (stack, diags)
+    }
+
+    /// For the whole fleet (`status`), a value written with a per-node variable, and a
+    /// secret each node has in its environment, are the nodes' to judge; a value that
+    /// fits no node still refuses the release.
+    #[test]
+    fn the_fleet_view_leaves_per_node_values_to_the_nodes() {
+        let read = |text: &str| {
+            let source = SourceFile::new("stack/compose.yaml", text);
+            let vars = BTreeMap::from([("GITFLEET_NODE".to_string(), "fleet".to_string())]);
+            let mut diags = Diagnostics::default();
+            let paths = [source.path.clone()];
+            let stack = load_files(&OneFile(&source), &paths, &vars, true, &mut diags);
+            (stack, diags)
+        };
+        let (stack, diags) = read(
+            "services:\n  web:\n    image: x\n    ports: [\"127.0.0.1:${GITFLEET_NODE}:8080\"]\n    secrets: [pw]\nsecrets:\n  pw: {environment: NODE_PW}\n",
+        );
+        assert!(stack.is_some(), "{diags}");
+        let (_, diags) = read("services:\n  web:\n    image: x\n    shm_size: lots\n");
+        assert!(
+            diags.to_string().contains("`services.web.shm_size`"),
+            "{diags}"
+        );
     }
 
     fn realistic() -> String {

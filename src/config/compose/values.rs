@@ -28,8 +28,8 @@ pub struct Invalid {
 pub struct ServiceValues {
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
-    /// `environment` as written (a bare `KEY`, take-it-from-the-shell, has no meaning on
-    /// a node and is left out).
+    /// `environment`; a bare `KEY` took its value from the node's variables at load, and
+    /// one they do not set is left out, as `docker compose` v2 leaves it.
     pub environment: BTreeMap<String, String>,
     /// The `env_file`s' pairs in order, read from the repository by `config::load_repo`.
     pub env_files: Vec<(String, String)>,
@@ -55,7 +55,8 @@ pub struct ServiceValues {
     pub tmpfs: Option<BTreeMap<String, String>>,
     pub sysctls: BTreeMap<String, String>,
     pub volumes: Vec<VolumeMount>,
-    /// `secrets`, then `configs`: file sources, mounted read-only.
+    /// `secrets`, then `configs`: files bind-mounted read-only, or a secret's content
+    /// written into the container.
     pub files: Vec<FileTarget>,
     /// `depends_on`, plus what Compose also starts first (the service whose network this
     /// one shares, linked services), sorted by service.
@@ -244,12 +245,14 @@ pub enum DeclaredSecret<'a> {
 
 impl<'a> Declared<'a> {
     /// The declarations of `compose`; `vars` are the node's variables, which
-    /// `environment:` secrets read.
+    /// `environment:` secrets read (for the whole fleet, `fleet_view`, an unset one is
+    /// no fault).
     pub fn of(
         compose: &'a dct::Compose,
         configs: &'a BTreeMap<String, String>,
         inactive: &'a BTreeMap<String, Option<String>>,
         vars: &'a BTreeMap<String, String>,
+        fleet_view: bool,
     ) -> Self {
         let secrets = compose
             .secrets
@@ -260,6 +263,8 @@ impl<'a> Declared<'a> {
                     Some(dct::ComposeSecret::File(file)) => Some(DeclaredSecret::File(file)),
                     Some(dct::ComposeSecret::Environment(var)) => Some(match vars.get(var) {
                         Some(value) => DeclaredSecret::Environment(var, value),
+                        // Each node's own: not known, and no fault, for the whole fleet.
+                        None if fleet_view => DeclaredSecret::Environment(var, ""),
                         None => DeclaredSecret::Unset(var),
                     }),
                     _ => None,
