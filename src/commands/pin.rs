@@ -243,9 +243,21 @@ async fn resolve(
     let tag = match (follow, update) {
         (Some(policy), true) => {
             let tags = registry.tags(image).await.map_err(fail)?;
-            policy.newest(&tags).map(str::to_string).ok_or_else(|| {
+            let newest = policy.newest(&tags).map(str::to_string).ok_or_else(|| {
                 format!("{origin}: no tag of {} satisfies `follow = \"{policy}\"` ({} tags)\n  = help: loosen the policy or push a matching tag", image.name(), tags.len())
-            })?
+            })?;
+            // Never a downgrade: a current tag the policy allows and the list lacks
+            // (deleted, or past the pages read) stays.
+            if let Some(current) = &image.tag
+                && policy.allows(current)
+                && policy.is_newer(current, &newest)
+            {
+                println!(
+                    "{service}: {current} is newer than every tag `{policy}` finds ({newest}); left as it is"
+                );
+                return Ok(None);
+            }
+            newest
         }
         _ => match (&image.tag, &image.digest) {
             (Some(tag), _) => tag.clone(),
@@ -394,6 +406,12 @@ mod tests {
             (Some("1.0.0"), Some("1.1.0"))
         );
         assert_eq!(change.new, format!("r.example/web:1.1.0@{B}"));
+    }
+
+    #[test]
+    fn a_policy_never_moves_a_pin_to_an_older_tag() {
+        let t = target(&format!("r.example/web:1.5.0@{A}"), Some("semver:^1"));
+        assert_eq!(run(&registry(), &t, true), Ok(None));
     }
 
     #[test]

@@ -62,6 +62,11 @@ impl FollowPolicy {
             .map(String::as_str)
     }
 
+    /// Whether `a` is a newer tag than `b` by the policy's order.
+    pub fn is_newer(&self, a: &str, b: &str) -> bool {
+        self.compare(a, b) == Ordering::Greater
+    }
+
     fn compare(&self, a: &str, b: &str) -> Ordering {
         match self {
             FollowPolicy::Semver(_) => tag_version(a)
