@@ -681,15 +681,32 @@ async fn every_accepted_corpus_file_creates_what_docker_compose_creates() {
     for (i, stack) in common::corpus::published().iter().enumerate() {
         let tag = format!("{}x{i}", std::process::id());
         let name = &stack.file.name;
-        match compare_corpus_file(
-            &engine,
-            stack,
-            &images.healthy,
-            &root.path().join(i.to_string()),
-            &tag,
-        )
-        .await
+        let dir = root.path().join(i.to_string());
+        let mut outcome = compare_corpus_file(&engine, stack, &images.healthy, &dir, &tag).await;
+        // docker-compose 1.29.2 once (1 run in 5, under CI load) created listmonk's `db`
+        // without its network alias; gitfleet's side is a pure translation. A file that
+        // differs is compared once more, and the first run's differences stay in the
+        // report, so a flaky oracle shows without failing and a real difference still
+        // fails.
+        if let Ok(Outcome::Compared(first) | Outcome::Partly(first, _)) = &outcome
+            && !first.is_empty()
+            && !OPEN.iter().any(|(open, _)| open == name)
         {
+            report.push(format!(
+                "{name}: differed on a first run, compared again:\n  {}",
+                first.join("\n  ")
+            ));
+            let again = format!("{tag}r");
+            outcome = compare_corpus_file(
+                &engine,
+                stack,
+                &images.healthy,
+                &dir.with_extension("again"),
+                &again,
+            )
+            .await;
+        }
+        match outcome {
             Err(why) if why.contains("error") || why.contains("service `") => {
                 // Refused by gitfleet itself (compose_subset.rs counts those).
                 report.push(format!("{name}: refused by gitfleet"));
