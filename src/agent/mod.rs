@@ -95,6 +95,8 @@ pub struct Agent<G = Mirror, E = DockerEngine, C = SystemClock> {
     last_notify: std::sync::Mutex<Option<(String, crate::config::fleet::Notify)>>,
     /// Notifications on their way.
     notifications: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The node's secret digest key, read from the state directory once it is needed.
+    digest_key: std::sync::OnceLock<crate::secret::DigestKey>,
 }
 
 /// Runs a blocking Git call off the async runtime.
@@ -405,6 +407,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
             ready: Arc::default(),
             last_notify: std::sync::Mutex::default(),
             notifications: std::sync::Mutex::default(),
+            digest_key: std::sync::OnceLock::new(),
         }
     }
 
@@ -849,9 +852,7 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
     fn translate(&self, repo: &FleetRepo) -> Result<ProjectSpec, String> {
         let project = self.project(repo);
         let host_dir = project_dir(&self.settings.state_dir, &project);
-        let key =
-            crate::state::digest_key(&self.settings.state_dir, repo.compose.has_secret_content())
-                .map_err(|e| format!("the state directory's secret digest key: {e}"))?;
+        let key = self.digest_key(repo.compose.has_secret_content())?;
         project_spec(&project, &repo.compose, &repo.images, &host_dir, &key)
             .map_err(|errors| format!("{}: {}", repo.fleet.compose_path, joined(&errors)))
     }
@@ -959,6 +960,19 @@ impl<G: ControlPlane, E: Stack, C: Clock> Agent<G, E, C> {
             local.save(&self.settings.state_dir)?;
         }
         Ok(repo)
+    }
+
+    /// The key for a stack that `needs` one: read (or made) once, not on every poll.
+    fn digest_key(&self, needs: bool) -> Result<crate::secret::DigestKey, String> {
+        if let Some(key) = self.digest_key.get() {
+            return Ok(key.clone());
+        }
+        let key = crate::state::digest_key(&self.settings.state_dir, needs)
+            .map_err(|e| format!("the state directory's secret digest key: {e}"))?;
+        if needs {
+            let _ = self.digest_key.set(key.clone());
+        }
+        Ok(key)
     }
 
     /// What differs between the running containers and the release (rule 8): a

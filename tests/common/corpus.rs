@@ -134,6 +134,21 @@ impl Published {
             .collect()
     }
 
+    /// The fleet repository `check` and a node read: this file, its `.env` and override,
+    /// and a fleet.toml pinning every service to `registry.example.com/<service>` at one
+    /// digest, for project `demo`.
+    pub fn repo(&self) -> PublishedStack {
+        let digest = "a".repeat(64);
+        PublishedStack {
+            fleet_toml: self.fleet_toml("demo", |s| {
+                format!("registry.example.com/{s}@sha256:{digest}")
+            }),
+            compose: self.text.clone(),
+            dotenv: self.dotenv.clone(),
+            compose_override: self.compose_override.clone(),
+        }
+    }
+
     /// A fleet.toml for project `project` pinning every service to `image_of(service)`.
     pub fn fleet_toml(&self, project: &str, image_of: impl Fn(&str) -> String) -> String {
         let images: String = self
